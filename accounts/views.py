@@ -1,0 +1,211 @@
+"""Workspace pages: switcher, team management, invitations. Thin: parse, call an action."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from . import actions
+from .middleware import SESSION_KEY
+from .models import Invitation, Membership, Role, Workspace
+
+
+class WorkspaceForm(forms.Form):
+    name = forms.CharField(max_length=120, label=gettext_lazy("Team name"))
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label=gettext_lazy("E-mail"))
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class SpendCapForm(forms.Form):
+    monthly_spend_cap = forms.IntegerField(
+        min_value=0, required=False, label=gettext_lazy("Monthly cap (credits)")
+    )
+
+
+def _team_membership(request: HttpRequest, membership_id: int) -> Membership:
+    """A membership of the current workspace, or 404: other workspaces' rows do not exist."""
+    return get_object_or_404(
+        Membership.objects.select_related("user", "workspace"),
+        pk=membership_id,
+        workspace=request.workspace,
+    )
+
+
+def _run(request: HttpRequest, action, *args, success: str, **kwargs):
+    try:
+        result = action(*args, **kwargs)
+    except actions.WorkspaceActionError as exc:
+        messages.error(request, str(exc))
+        return None
+    messages.success(request, success)
+    return result
+
+
+@login_required
+def workspace_list(request: HttpRequest) -> HttpResponse:
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        workspace = _run(
+            request,
+            actions.create_workspace,
+            request.user,
+            form.cleaned_data["name"],
+            success=_("Team created."),
+        )
+        if workspace is not None:
+            request.session[SESSION_KEY] = workspace.pk
+            return redirect("team")
+    memberships = Membership.objects.filter(user=request.user).select_related("workspace")
+    return render(request, "accounts/workspaces.html", {"form": form, "memberships": memberships})
+
+
+@login_required
+@require_POST
+def switch_workspace(request: HttpRequest, workspace_id: int) -> HttpResponse:
+    workspace = get_object_or_404(Workspace.objects.for_user(request.user), pk=workspace_id)
+    request.session[SESSION_KEY] = workspace.pk
+    messages.success(request, _("Switched to %(name)s.") % {"name": workspace.name})
+    return redirect(request.POST.get("next") or "home")
+
+
+@login_required
+def team(request: HttpRequest) -> HttpResponse:
+    workspace = request.workspace
+    invite_form = InviteForm(request.POST or None)
+    if request.method == "POST" and invite_form.is_valid():
+        _run(
+            request,
+            actions.invite_member,
+            workspace,
+            invite_form.cleaned_data["email"],
+            invite_form.cleaned_data["role"],
+            acting_user=request.user,
+            success=_("Invitation sent."),
+        )
+        return redirect("team")
+    context = {
+        "workspace": workspace,
+        "memberships": workspace.memberships.select_related("user"),
+        "invitations": workspace.invitations.filter(
+            accepted_at__isnull=True, revoked_at__isnull=True
+        ),
+        "invite_form": invite_form,
+        "roles": Role.choices,
+        "can_manage": request.membership.can_manage,
+    }
+    return render(request, "accounts/team.html", context)
+
+
+@login_required
+@require_POST
+def change_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = _team_membership(request, membership_id)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        _run(
+            request,
+            actions.set_role,
+            membership,
+            form.cleaned_data["role"],
+            acting_user=request.user,
+            success=_("Role updated."),
+        )
+    else:
+        messages.error(request, _("Choose a valid role."))
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def change_spend_cap(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = _team_membership(request, membership_id)
+    form = SpendCapForm(request.POST)
+    if form.is_valid():
+        _run(
+            request,
+            actions.set_spend_cap,
+            membership,
+            form.cleaned_data["monthly_spend_cap"],
+            acting_user=request.user,
+            success=_("Spending cap updated."),
+        )
+    else:
+        messages.error(request, _("A spending cap is a whole number of credits, or empty."))
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def remove_member(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = _team_membership(request, membership_id)
+    _run(
+        request,
+        actions.remove_member,
+        membership,
+        acting_user=request.user,
+        success=_("Member removed."),
+    )
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def revoke_invitation(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = get_object_or_404(Invitation, pk=invitation_id, workspace=request.workspace)
+    _run(
+        request,
+        actions.revoke_invitation,
+        invitation,
+        acting_user=request.user,
+        success=_("Invitation revoked."),
+    )
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def leave(request: HttpRequest) -> HttpResponse:
+    left = _run(
+        request,
+        actions.leave_workspace,
+        request.workspace,
+        request.user,
+        success=_("You left %(name)s.") % {"name": request.workspace.name},
+    )
+    if left is not None:
+        request.session.pop(SESSION_KEY, None)
+        return redirect("home")
+    return redirect("team")
+
+
+@login_required
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    invitation = Invitation.objects.select_related("workspace").filter(token=token).first()
+    # Only the addressee may see an invitation; to anyone else it does not exist.
+    if invitation is None or invitation.email.lower() != (request.user.email or "").lower():
+        raise Http404
+    if request.method == "POST":
+        membership = _run(
+            request,
+            actions.accept_invitation,
+            token,
+            request.user,
+            success=_("Welcome to %(name)s.") % {"name": invitation.workspace.name},
+        )
+        if membership is not None:
+            request.session[SESSION_KEY] = membership.workspace_id
+            return redirect("home")
+    return render(request, "accounts/invitation.html", {"invitation": invitation})

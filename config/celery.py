@@ -1,0 +1,36 @@
+"""The Celery app: queues, routing and the beat schedule, all in code.
+
+Messages carry ids only; the database row is the truth. Tasks are acknowledged late and
+rejected back to the queue when a worker dies, and attempt counts live on the rows they
+drive (a redelivered message re-reads the row and finds the work done or still due).
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("retake")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+app.conf.task_queues = [Queue(name) for name in ("dispatch", "media", "billing", "default")]
+app.conf.task_default_queue = "default"
+app.conf.task_routes = {
+    "workers.tasks.dispatch_*": {"queue": "dispatch"},
+    "workers.tasks.process_*": {"queue": "media"},
+    "billing.tasks.*": {"queue": "billing"},
+}
+app.conf.broker_connection_retry_on_startup = True
+app.conf.worker_hijack_root_logger = False
+
+# Beat: the sweepers. Each entry names a task that exists; later issues add theirs here.
+app.conf.beat_schedule = {
+    "purge-expired-invitations": {
+        "task": "accounts.tasks.purge_expired_invitations",
+        "schedule": 3600.0,
+    },
+}
+
+app.autodiscover_tasks()
