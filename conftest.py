@@ -19,6 +19,7 @@ def _fail(service: str, url: str, exc: Exception) -> None:
 
 
 def pytest_sessionstart(session) -> None:
+    settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.exit(
@@ -50,7 +51,9 @@ def pytest_sessionstart(session) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings, tmp_path):
+def _test_settings(settings, tmp_path):
+    # Media in a per-test folder; a fast password hasher (PBKDF2 dominates otherwise).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.STORAGES = {
         **settings.STORAGES,

@@ -1,0 +1,109 @@
+"""The embedded default: SQLite, the filesystem broker and files on disk, one process
+group started by `manage.py runstack` (what `make run` execs) and stopped by Ctrl-C."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _embedded_env(var_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update({"RETAKE_VAR_DIR": str(var_dir), "DEBUG": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def _manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_path):
+    env = _embedded_env(tmp_path)
+    _manage(env, "migrate", "--noinput")
+    seeded = _manage(env, "seed_demo")
+    assert "demo@retake.local" in seeded and "admin@retake.local" in seeded
+    assert _manage(env, "seed_demo") == seeded, "seeding twice must be idempotent"
+
+    port = _free_port()
+    log = (tmp_path / "stack.log").open("w")
+    stack = subprocess.Popen(
+        [sys.executable, "manage.py", "runstack", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        health = None
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                if health.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        stack_log = (tmp_path / "stack.log").read_text()
+        assert health is not None and health.status_code == 200, stack_log
+        assert (tmp_path / "retake.sqlite3").exists()
+
+        # The worker shares the filesystem broker: a task sent from another process is consumed.
+        queue = tmp_path / "broker" / "queue"
+        _manage(
+            env,
+            "shell",
+            "-c",
+            "from accounts.tasks import purge_expired_invitations as t; t.delay()",
+        )
+        deadline = time.monotonic() + 60
+        while any(queue.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not any(queue.iterdir()), "the worker did not consume the task"
+        time.sleep(1)
+        assert "purge_expired_invitations" in (tmp_path / "stack.log").read_text()
+    finally:
+        os.killpg(stack.pid, signal.SIGINT)
+        try:
+            stack.wait(timeout=40)
+        finally:
+            log.close()
+    deadline = time.monotonic() + 10
+    while _group_alive(stack.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(stack.pid), "a child survived Ctrl-C"
+    assert stack.returncode == 0, (tmp_path / "stack.log").read_text()

@@ -1,0 +1,99 @@
+"""Walk every URL pattern that takes an object id, slug or token, and prove that charlie,
+a signed-in user of another workspace, gets 404 for alice's objects.
+
+New patterns are picked up automatically; a pattern whose parameter has no factory below
+fails the walk, so adding a URL means adding the object it points at here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from accounts import actions
+from accounts.models import Membership
+from conftest import client_for, make_user
+
+# Staff-only or authentication-key URLs are not tenant objects.
+EXCLUDED_PREFIXES = ("admin/", "accounts/", "i18n/", "static/", "media/")
+PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+
+
+@dataclass
+class World:
+    alice: object
+    acme: object
+    bob: object
+    charlie: object
+
+
+def _bob_membership(world: World) -> int:
+    return Membership.objects.get(workspace=world.acme, user=world.bob).pk
+
+
+def _open_invitation(world: World) -> int:
+    return actions.invite_member(
+        world.acme, "dana@example.com", "member", acting_user=world.alice
+    ).pk
+
+
+def _invitation_for_alice(world: World) -> str:
+    owner = make_user("olga@example.com")
+    other = actions.create_workspace(owner, "Other team")
+    return actions.invite_member(other, world.alice.email, "member", acting_user=owner).token
+
+
+OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
+    "workspace_id": lambda world: world.acme.pk,
+    "membership_id": _bob_membership,
+    "invitation_id": _open_invitation,
+    "token": _invitation_for_alice,
+}
+
+
+def _walk(resolver: URLResolver, prefix: str = "") -> Iterator[str]:
+    for entry in resolver.url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            yield from _walk(entry, route)
+        elif isinstance(entry, URLPattern) and PARAM.search(route):
+            yield route
+
+
+ROUTES = sorted(
+    {
+        route.lstrip("^")
+        for route in _walk(get_resolver())
+        if not route.lstrip("^").startswith(EXCLUDED_PREFIXES)
+    }
+)
+
+
+def test_the_walk_finds_the_parameterised_routes():
+    assert "workspaces/<int:workspace_id>/switch/" in ROUTES
+    assert len(ROUTES) >= 5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", ROUTES)
+def test_outsider_gets_404_for_every_object_url(route, alice, acme, bob, charlie):
+    world = World(alice=alice, acme=acme, bob=bob, charlie=charlie)
+    names = [m.group("name") for m in PARAM.finditer(route)]
+    missing = [name for name in names if name not in OBJECT_FACTORIES]
+    assert not missing, f"{route}: add a factory for {missing} to OBJECT_FACTORIES"
+    values = {name: OBJECT_FACTORIES[name](world) for name in names}
+    path = "/" + PARAM.sub(lambda m: str(values[m.group("name")]), route)
+
+    # A method the view does not take answers 405 whatever the id: that reveals nothing.
+    outsider = client_for(charlie)
+    statuses = {"GET": outsider.get(path).status_code, "POST": outsider.post(path).status_code}
+    assert set(statuses.values()) <= {404, 405}, f"{path} leaked to an outsider: {statuses}"
+    assert 404 in statuses.values(), f"{path}: no method reached the object lookup"
+
+    insider = client_for(alice, acme)
+    statuses = {insider.get(path).status_code, insider.post(path).status_code}
+    assert statuses != {404}, f"{path} is a 404 for its owner too: the walk proves nothing"
