@@ -6,7 +6,9 @@ from pathlib import Path
 from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
-READ = re.compile(r"""env_(?:str|bool|int|list)\(\s*["'](\w+)["']|os\.environ\.get\(["'](\w+)["']""")
+READ = re.compile(
+    r"""env_(?:str|bool|int|list)\(\s*["'](\w+)["']|os\.environ\.get\(["'](\w+)["']"""
+)
 
 
 def _variables_read() -> set[str]:
