@@ -117,6 +117,16 @@ def _handler(catcher: Catcher) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def do_GET(self) -> None:
+            # Stands in for a node whose proxy is failing.
+            self._record()
+            body = b'{"detail": "upstream unavailable"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_PUT(self) -> None:
             self._record()
             self.send_response(201)
