@@ -175,6 +175,7 @@ def test_async_prediction_sends_progress_webhooks_and_uploads_the_file(idle_node
     assert any("progress: " in h["logs"] and h["status"] == "processing" for h in hooks[1:-1])
     assert done["status"] == "succeeded"
     assert "progress: 100%" in done["logs"]
+    assert done["metrics"]["predict_time"] >= 1.5, "speed 1.5 spends 1.5 s per video second"
     (upload,) = catcher.uploads(take_id)
     assert upload.path == f"/ingest/{take_id}.mp4"
     assert upload.headers["content-type"] == "video/mp4"
