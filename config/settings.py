@@ -249,6 +249,15 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Raise on unscoped queries of tenant-owned models from request code (fail closed).
 TENANCY_STRICT = env_bool("TENANCY_STRICT", True)
 
+# --- Billing ----------------------------------------------------------------------------
+# Calendar months (spending caps) and days (daily free credits) are counted in the active
+# pricing schedule's time zone; this one applies while no schedule is active.
+BILLING_TIME_ZONE = env_str("BILLING_TIME_ZONE", "Asia/Shanghai")
+# The plan of workspaces without a live subscription.
+BILLING_FREE_PLAN_SLUG = env_str("BILLING_FREE_PLAN_SLUG", "free")
+# ledger_audit reports a hold still pending after this many hours as orphaned.
+BILLING_HOLD_ORPHAN_HOURS = env_int("BILLING_HOLD_ORPHAN_HOURS", 72)
+
 # --- Stripe -----------------------------------------------------------------------------
 # Secret API key (sk_live_… / sk_test_…); empty disables checkout and the portal.
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
