@@ -124,8 +124,12 @@ class FakeStripe:
             ("POST", r"/v1/prices", self.create_price),
             ("POST", r"/v1/checkout/sessions", self.create_checkout_session),
             ("POST", r"/v1/billing_portal/sessions", self.create_portal_session),
-            ("GET", r"/v1/(customers|prices|checkout/sessions|subscriptions|invoices|charges)/"
-             r"(?P<id>[\w]+)", self.retrieve),
+            (
+                "GET",
+                r"/v1/(customers|prices|checkout/sessions|subscriptions|invoices|charges)/"
+                r"(?P<id>[\w]+)",
+                self.retrieve,
+            ),
             ("POST", r"/v1/subscriptions/(?P<id>\w+)", self.update_subscription),
             ("DELETE", r"/v1/subscriptions/(?P<id>\w+)", self.cancel_subscription),
         ]
@@ -138,7 +142,9 @@ class FakeStripe:
 
     def get(self, ident: str) -> dict:
         if ident not in self.objects:
-            raise StripeError(404, f"No such object: '{ident}'", param="id", code="resource_missing")
+            raise StripeError(
+                404, f"No such object: '{ident}'", param="id", code="resource_missing"
+            )
         return self.objects[ident]
 
     def retrieve(self, ident: str, params: dict) -> dict:
@@ -255,7 +261,9 @@ class FakeStripe:
     def update_subscription(self, ident: str, params: dict) -> dict:
         sub = self.get(ident)
         if sub["status"] == "canceled":
-            raise StripeError(400, "A canceled subscription can only update its cancellation_details.")
+            raise StripeError(
+                400, "A canceled subscription can only update its cancellation_details."
+            )
         if "cancel_at_period_end" in params:
             sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
         if "metadata" in params:
@@ -508,7 +516,7 @@ def running_fake_stripe() -> Iterator[FakeStripe]:
     fake = FakeStripe()
     handler = type("Handler", (_Handler,), {"fake": fake})
     fake.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    thread = threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield fake
