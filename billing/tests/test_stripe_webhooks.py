@@ -414,3 +414,54 @@ def test_refund_of_a_subscription_invoice_takes_back_the_period_credits(fake, ac
 
 def test_no_test_talks_to_stripes_servers(fake):
     assert django_settings.STRIPE_API_BASE.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_payment_grant_once_and_refund_once(settings, monkeypatch):
+    """Eight workers handle the same paid checkout and refund at once, on PostgreSQL."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from accounts.actions import create_workspace
+    from billing.demo import seed_plans
+    from conftest import make_user
+
+    enqueued: list[int] = []
+    monkeypatch.setattr(webhooks, "enqueue", enqueued.append)  # the threads are the workers
+    seed_plans()
+    owner = make_user("dora@example.com")
+    team = create_workspace(owner, "Dora's")
+    package = CreditPackage.objects.get(slug="credits-100")
+    with configured_fake(settings) as fake:
+        session = _buy(fake, team, package, owner)
+        stored = []
+        for kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+            post_event(FakeStripe.event(kind, session))
+            stored.append(StripeEvent.objects.get(type=kind).pk)
+
+        def handle(pk: int) -> str:
+            try:
+                return webhooks.process_event(pk).status
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(handle, stored * 4))
+        assert _balance(team) == 100
+        assert CreditLot.objects.filter(workspace=team).count() == 1
+
+        charge = fake.charge_for_intent(session["payment_intent"])
+        refunds = [
+            FakeStripe.event("charge.refunded", fake.refund(charge["id"], 500)),
+            FakeStripe.event("charge.refunded", fake.refund(charge["id"], 500)),
+        ]
+        for event in refunds:
+            post_event(event)
+        pks = list(StripeEvent.objects.filter(type="charge.refunded").values_list("pk", flat=True))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(handle, pks * 4))
+    assert _balance(team) == 0
+    assert StripePayment.objects.get().credits_revoked == 100
+    assert ledger.audit_wallets() == []
+    assert sorted(enqueued) == sorted(stored + pks)
