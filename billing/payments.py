@@ -259,6 +259,8 @@ def change_plan(workspace: Workspace, plan: Plan) -> None:
         params={
             "items": [{"id": item_id, "price": ensure_price(plan, subscription.currency)}],
             "proration_behavior": "always_invoice" if upgrade else "none",
+            # An upgrade takes effect only once its prorated invoice is paid.
+            **({"payment_behavior": "pending_if_incomplete"} if upgrade else {}),
             "cancel_at_period_end": False,
             "metadata": {"plan": plan.slug},
         },

@@ -3,6 +3,7 @@ in billing/payments.py, redirect. Only owners and admins can pay; members read."
 
 from __future__ import annotations
 
+import stripe
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -10,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import ledger, payments
+from . import ledger, payments, webhooks
 from .models import CreditPackage, Plan
 from .plans import live_subscription, plan_for
 
@@ -50,7 +51,6 @@ def billing_page(request: HttpRequest) -> HttpResponse:
             for package in CreditPackage.objects.filter(is_active=True)
         ],
         "can_pay": bool(request.membership and request.membership.can_manage),
-        "has_customer": hasattr(workspace, "stripe_customer"),
     }
     return render(request, "billing/billing.html", context)
 
@@ -92,14 +92,17 @@ def checkout(request: HttpRequest) -> HttpResponse:
         if plan is None:
             messages.error(request, "There is no such plan.")
             return redirect("billing")
-        if payments.live_payment_subscription(request.workspace) is not None:
-            return _run(
-                request,
-                payments.change_plan,
-                request.workspace,
-                plan,
-                success=f"Your plan is changing to {plan.name}.",
-            )
+        current = payments.live_payment_subscription(request.workspace)
+        if current is not None:
+            try:
+                payments.change_plan(request.workspace, plan)
+                # Apply an upgrade now rather than when the webhook arrives (same rules).
+                webhooks.sync_subscription(current.external_id)
+            except (payments.PaymentError, stripe.StripeError) as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Your plan is changing to {plan.name}.")
+            return redirect("billing")
         return _run(
             request,
             payments.start_subscription_checkout,

@@ -311,7 +311,9 @@ def sync_subscription(stripe_subscription_id: str) -> Subscription | None:
                 "updated_at",
             ]
         )
-        dunning, _created = SubscriptionDunning.objects.get_or_create(subscription=local)
+        dunning, _created = SubscriptionDunning.objects.dangerously_unscoped().get_or_create(
+            subscription=local
+        )
         if local.status == SubscriptionStatus.PAST_DUE and dunning.past_due_since is None:
             dunning.past_due_since = now
             dunning.save(update_fields=["past_due_since"])

@@ -109,3 +109,30 @@ def test_anonymous_visitors_are_sent_to_sign_in(fake, db):
     from django.test import Client
 
     assert Client().get("/billing/").status_code == 302
+
+
+def test_upgrade_from_the_page_applies_at_once_and_outsiders_cannot_touch_it(
+    fake, alice, acme, bob, charlie, plans
+):
+    from billing import payments
+    from billing.plans import plan_for
+
+    from .stripe_support import deliver
+    from .test_stripe_webhooks import _subscribe
+
+    _session, sub = _subscribe(fake, acme, plans["standard"], alice)
+    deliver(fake.event("customer.subscription.created", sub))
+    assert plan_for(acme) == plans["standard"]
+    assert "Change plan" in client_for(alice, acme).get("/billing/").content.decode()
+
+    form = {"kind": "plan", "slug": "pro", "currency": "CNY"}
+    assert client_for(bob, acme).post("/billing/checkout/", form).status_code == 403
+    client_for(charlie, acme).post("/billing/checkout/", form)  # his own workspace only
+    assert plan_for(acme) == plans["standard"]
+
+    response = client_for(alice, acme).post("/billing/checkout/", form)
+    assert response.status_code == 302 and response.url == "/billing/"
+    assert plan_for(acme) == plans["pro"]
+    update = fake.sent("POST", f"/v1/subscriptions/{sub['id']}")[-1]
+    assert update["payment_behavior"] == "pending_if_incomplete"
+    assert payments.live_payment_subscription(acme).plan == plans["pro"]
