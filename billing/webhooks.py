@@ -342,8 +342,12 @@ def _grant_upgrade(subscription: Subscription, previous: Plan) -> None:
     )
 
 
-def _period_lot(subscription: Subscription) -> CreditLot | None:
-    """The plan-period lot of the subscription's current period, granting it if due."""
+def _period_lot(subscription: Subscription, *, latest: bool = False) -> CreditLot | None:
+    """The plan-period lot of the subscription's current period, granting it if due.
+
+    `latest` picks the newest lot of the period: an upgrade's top-up, which is what an
+    upgrade's prorated invoice paid for.
+    """
     try:
         plans.grant_period_credits(subscription)
     except ledger.IdempotencyConflict:
@@ -355,7 +359,7 @@ def _period_lot(subscription: Subscription) -> CreditLot | None:
             source=CreditSource.PLAN_PERIOD,
             expires_at=subscription.current_period_end,
         )
-        .order_by("pk")
+        .order_by("-pk" if latest else "pk")
         .first()
     )
 
@@ -389,7 +393,8 @@ def _invoice_paid(invoice: dict) -> None:
         LIVE_SUBSCRIPTION_STATUSES
     )
     with transaction.atomic():
-        lot = _period_lot(local) if current else None
+        upgrade = invoice.get("billing_reason") == "subscription_update"
+        lot = _period_lot(local, latest=upgrade) if current else None
         StripePayment.objects.dangerously_unscoped().get_or_create(
             reference=invoice["id"],
             defaults=dict(

@@ -296,6 +296,9 @@ def test_upgrade_applies_at_once_and_downgrade_waits_for_the_next_period(fake, a
         deliver(FakeStripe.event("customer.subscription.updated", fake.get(sub["id"])))
     assert plan_for(acme) == plans["pro"]
     assert _balance(acme) == 3000  # topped up to the Pro period's credits
+    proration = fake._invoice(fake.get(sub["id"]), "subscription_update")
+    deliver(FakeStripe.event("invoice.paid", proration))
+    assert StripePayment.objects.get(reference=proration["id"]).credits == 2340
 
     payments.change_plan(acme, plans["standard"])
     update = fake.sent("POST", f"/v1/subscriptions/{sub['id']}")[-1]
