@@ -534,3 +534,151 @@ class HolidayOverride(models.Model):
 
     def __str__(self) -> str:
         return f"{self.date} {self.name} ({self.kind} ×{self.multiplier})"
+
+
+# --- Stripe: customers, the webhook event store, payments and revocations ---------------
+# Written by billing/payments.py and billing/webhooks.py; the ledger is still only moved
+# through billing/ledger.py (revocations use its locking and entry helpers).
+
+
+class StripeCustomer(WorkspaceOwned):
+    """The one Stripe customer of a workspace, created lazily at the first checkout."""
+
+    workspace = models.OneToOneField(
+        "accounts.Workspace", on_delete=models.CASCADE, related_name="stripe_customer"
+    )
+    customer_id = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} ({self.workspace})"
+
+
+class StripeEventStatus(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    PROCESSED = "processed", _("Processed")
+    IGNORED = "ignored", _("Ignored")
+    FAILED = "failed", _("Failed")
+
+
+class StripeEvent(models.Model):
+    """A verified webhook event, stored by its Stripe id before it is handled."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    created = models.DateTimeField(help_text=_("When Stripe created the event."))
+    livemode = models.BooleanField(default=False)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=StripeEventStatus.choices, default=StripeEventStatus.RECEIVED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["status", "received_at"], name="stripe_event_status")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id} ({self.status})"
+
+
+class StripePaymentKind(models.TextChoices):
+    PACKAGE = "package", _("Credit package")
+    SUBSCRIPTION = "subscription", _("Subscription invoice")
+
+
+class StripePayment(WorkspaceOwned):
+    """What one paid checkout session or invoice bought: the lot its credits went into.
+
+    Refunds and disputes of the payment take credits back from that lot; `credits_revoked`
+    and `credits_shortfall` (already spent, so not taken back) add up what was owed.
+    """
+
+    workspace = models.ForeignKey(
+        "accounts.Workspace", on_delete=models.CASCADE, related_name="stripe_payments"
+    )
+    kind = models.CharField(max_length=16, choices=StripePaymentKind.choices)
+    reference = models.CharField(
+        max_length=255, unique=True, help_text=_("Checkout session id or invoice id.")
+    )
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    amount = models.PositiveBigIntegerField(help_text=_("Paid, in minor units."))
+    currency = models.CharField(max_length=3)
+    lot = models.ForeignKey(
+        CreditLot, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    credits = models.PositiveBigIntegerField(default=0)
+    package = models.ForeignKey(
+        CreditPackage, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    refunded_amount = models.PositiveBigIntegerField(default=0)
+    disputed_amount = models.PositiveBigIntegerField(default=0)
+    credits_revoked = models.PositiveBigIntegerField(default=0)
+    credits_shortfall = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credits__gte=F("credits_revoked") + F("credits_shortfall")),
+                name="stripe_payment_revocations_within_credits",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.reference}"
+
+
+class RevocationCause(models.TextChoices):
+    REFUND = "refund", _("Refund")
+    DISPUTE = "dispute", _("Dispute")
+
+
+class CreditRevocation(WorkspaceOwned):
+    """Credits taken back from a payment's lot after a refund or dispute.
+
+    `taken` left the wallet (with a ledger entry); `shortfall` could not be taken back
+    because it was already spent (or is pinned by a running take).
+    """
+
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+")
+    payment = models.ForeignKey(StripePayment, on_delete=models.PROTECT, related_name="revocations")
+    cause = models.CharField(max_length=16, choices=RevocationCause.choices)
+    requested = models.PositiveBigIntegerField()
+    taken = models.PositiveBigIntegerField()
+    shortfall = models.PositiveBigIntegerField()
+    entry = models.ForeignKey(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    stripe_object_id = models.CharField(max_length=255, help_text=_("Charge or dispute id."))
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(requested=F("taken") + F("shortfall")),
+                name="revocation_taken_plus_shortfall",
+            ),
+        ]
+
+
+class SubscriptionDunning(WorkspaceOwned):
+    """Past-due bookkeeping of a Stripe subscription: since when, who was told."""
+
+    workspace_field = "subscription__workspace"
+
+    subscription = models.OneToOneField(
+        Subscription, on_delete=models.CASCADE, related_name="dunning"
+    )
+    past_due_since = models.DateTimeField(null=True, blank=True)
+    notified_invoice_id = models.CharField(max_length=255, blank=True)
+    downgraded_at = models.DateTimeField(null=True, blank=True)

@@ -1,1 +1,11 @@
-urlpatterns: list = []
+from django.urls import path
+
+from . import views, webhooks
+
+urlpatterns = [
+    path("billing/", views.billing_page, name="billing"),
+    path("billing/checkout/", views.checkout, name="billing_checkout"),
+    path("billing/portal/", views.portal, name="billing_portal"),
+    path("billing/cancel/", views.cancel, name="billing_cancel"),
+    path("billing/stripe/webhook/", webhooks.stripe_webhook, name="stripe_webhook"),
+]

@@ -47,6 +47,14 @@ app.conf.beat_schedule = {
         "task": "billing.tasks.grant_daily_free_credits",
         "schedule": 600.0,
     },
+    "billing-downgrade-past-due-subscriptions": {
+        "task": "billing.tasks.downgrade_past_due_subscriptions",
+        "schedule": 3600.0,
+    },
+    "billing-requeue-stale-stripe-events": {
+        "task": "billing.tasks.requeue_stale_stripe_events",
+        "schedule": 600.0,
+    },
 }
 
 app.autodiscover_tasks()

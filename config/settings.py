@@ -262,6 +262,23 @@ BILLING_FREE_PLAN_SLUG = env_str("BILLING_FREE_PLAN_SLUG", "free")
 # ledger_audit reports a hold still pending after this many hours as orphaned.
 BILLING_HOLD_ORPHAN_HOURS = env_int("BILLING_HOLD_ORPHAN_HOURS", 72)
 
+# --- Stripe -----------------------------------------------------------------------------
+# Secret API key (sk_live_… / sk_test_…); empty disables checkout and the portal.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+# The webhook endpoint's signing secret (whsec_…); events with a bad signature get 400.
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+# Where the stripe library sends API calls; tests point it at a local fake server.
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+# Checkout payment methods per currency (the Stripe account must have them enabled).
+STRIPE_PAYMENT_METHODS = {
+    "CNY": env_list("STRIPE_PAYMENT_METHODS_CNY", "card,alipay,wechat_pay"),
+    "USD": env_list("STRIPE_PAYMENT_METHODS_USD", "card"),
+}
+# A failed webhook event is retried with backoff up to this many attempts in all.
+STRIPE_EVENT_MAX_ATTEMPTS = env_int("STRIPE_EVENT_MAX_ATTEMPTS", 5)
+# Days a subscription may stay past due before the workspace goes back to Free.
+PAST_DUE_GRACE_DAYS = env_int("PAST_DUE_GRACE_DAYS", 7)
+
 # --- Security (production values make `check --deploy` clean) --------------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)

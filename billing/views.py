@@ -1,0 +1,136 @@
+"""The billing page and the buttons that send people to Stripe. Thin: parse, call an action
+in billing/payments.py, redirect. Only owners and admins can pay; members read."""
+
+from __future__ import annotations
+
+import stripe
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import ledger, payments, webhooks
+from .models import CreditPackage, Plan
+from .plans import live_subscription, plan_for
+
+CURRENCIES = ("CNY", "USD")
+SYMBOLS = {"CNY": "¥", "USD": "$"}
+
+
+def _prices(prices: dict) -> list[tuple[str, str]]:
+    """(currency, "¥66.00") for each currency with a price; both have two minor digits."""
+    return [(c, f"{SYMBOLS[c]}{prices[c] / 100:.2f}") for c in CURRENCIES if prices.get(c)]
+
+
+def _require_manager(request: HttpRequest) -> None:
+    if request.membership is None or not request.membership.can_manage:
+        raise PermissionDenied("Only owners and admins can manage billing.")
+
+
+@login_required
+def billing_page(request: HttpRequest) -> HttpResponse:
+    workspace = request.workspace
+    current = plan_for(workspace)
+    subscription = live_subscription(workspace)
+    paid = payments.live_payment_subscription(workspace)
+    context = {
+        "workspace": workspace,
+        "current_plan": current,
+        "subscription": subscription,
+        "payment_subscription": paid,
+        "balance": ledger.get_wallet(workspace).balance,
+        "plans": [
+            {"plan": plan, "prices": _prices(plan.prices)}
+            for plan in Plan.objects.filter(is_active=True)
+            if _prices(plan.prices)
+        ],
+        "packages": [
+            {"package": package, "prices": _prices(package.prices)}
+            for package in CreditPackage.objects.filter(is_active=True)
+        ],
+        "can_pay": bool(request.membership and request.membership.can_manage),
+    }
+    return render(request, "billing/billing.html", context)
+
+
+def _run(request: HttpRequest, action, *args, success: str = "", **kwargs) -> HttpResponse:
+    try:
+        url = action(*args, **kwargs)
+    except payments.PaymentError as exc:
+        messages.error(request, str(exc))
+        return redirect("billing")
+    if success:
+        messages.success(request, success)
+    return redirect(url or "billing")
+
+
+@login_required
+@require_POST
+def checkout(request: HttpRequest) -> HttpResponse:
+    """Start Checkout for a plan (subscribe or change plan) or a credit package."""
+    _require_manager(request)
+    kind = request.POST.get("kind")
+    slug = request.POST.get("slug", "")
+    currency = request.POST.get("currency", "")
+    if kind == "package":
+        package = CreditPackage.objects.filter(slug=slug, is_active=True).first()
+        if package is None:
+            messages.error(request, "There is no such package.")
+            return redirect("billing")
+        return _run(
+            request,
+            payments.start_package_checkout,
+            request.workspace,
+            package,
+            currency,
+            user=request.user,
+        )
+    if kind == "plan":
+        plan = Plan.objects.filter(slug=slug, is_active=True).first()
+        if plan is None:
+            messages.error(request, "There is no such plan.")
+            return redirect("billing")
+        current = payments.live_payment_subscription(request.workspace)
+        if current is not None:
+            try:
+                payments.change_plan(request.workspace, plan)
+                # Apply an upgrade now rather than when the webhook arrives (same rules).
+                webhooks.sync_subscription(current.external_id)
+            except (payments.PaymentError, stripe.StripeError) as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Your plan is changing to {plan.name}.")
+            return redirect("billing")
+        return _run(
+            request,
+            payments.start_subscription_checkout,
+            request.workspace,
+            plan,
+            currency,
+            user=request.user,
+        )
+    messages.error(request, "Choose a plan or a package.")
+    return redirect("billing")
+
+
+@login_required
+@require_POST
+def portal(request: HttpRequest) -> HttpResponse:
+    """Open the Stripe Customer Portal (payment methods, invoices, cancellation)."""
+    _require_manager(request)
+    return _run(request, payments.portal_url, request.workspace)
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest) -> HttpResponse:
+    """Cancel at period end: the plan lasts until the paid period is over."""
+    _require_manager(request)
+    return _run(
+        request,
+        payments.cancel_at_period_end,
+        request.workspace,
+        success="Your subscription will end at the end of the paid period.",
+    )
