@@ -89,11 +89,17 @@ def grant_period_credits(subscription: Subscription) -> CreditLot | None:
     if subscription.current_period_end <= timezone.now():
         return None
     start = subscription.current_period_start
+    key = f"plan_period:{subscription.pk}:{start.isoformat()}"
+    # The period was granted already, perhaps under the plan it had before an upgrade (the
+    # upgrade tops it up with its own lot): the period's grant stands as it was.
+    granted = CreditLot.objects.for_workspace(subscription.workspace).filter(idempotency_key=key)
+    if granted.exists():
+        return granted.get()
     return grant_credits(
         subscription.workspace,
         amount,
         source=CreditSource.PLAN_PERIOD,
-        idempotency_key=f"plan_period:{subscription.pk}:{start.isoformat()}",
+        idempotency_key=key,
         effective_at=min(start, timezone.now()),
         expires_at=subscription.current_period_end,
         reason=f"{subscription.plan.name} credits for the period from {start:%Y-%m-%d}",

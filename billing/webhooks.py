@@ -348,10 +348,7 @@ def _period_lot(subscription: Subscription, *, latest: bool = False) -> CreditLo
     `latest` picks the newest lot of the period: an upgrade's top-up, which is what an
     upgrade's prorated invoice paid for.
     """
-    try:
-        plans.grant_period_credits(subscription)
-    except ledger.IdempotencyConflict:
-        pass  # upgraded mid-period: the period's lot exists with the old plan's amount
+    plans.grant_period_credits(subscription)
     return (
         CreditLot.objects.dangerously_unscoped()
         .filter(

@@ -20,7 +20,7 @@ from billing.models import (
     SubscriptionStatus,
     Wallet,
 )
-from billing.plans import add_months, plan_for, start_subscription
+from billing.plans import add_months, grant_period_credits, plan_for, start_subscription
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -45,6 +45,16 @@ def test_plan_period_credits_are_granted_once_and_expire_at_period_end(acme, pla
     assert tasks.grant_plan_period_credits() == 1  # replay of the same period's grant
     lots = CreditLot.objects.filter(source=CreditSource.PLAN_PERIOD)
     assert [(lot.amount, lot.expires_at) for lot in lots] == [(660, sub.current_period_end)]
+    assert get_wallet(acme).balance == 660
+
+
+def test_period_grant_after_an_upgrade_mid_period_returns_the_original_grant(acme, plans):
+    sub = start_subscription(acme, plans["standard"])
+    original = CreditLot.objects.get(workspace=acme, source=CreditSource.PLAN_PERIOD)
+    sub.plan = plans["pro"]  # what a payment-side upgrade does to the live subscription
+    sub.save(update_fields=["plan"])
+    assert grant_period_credits(sub) == original  # no IdempotencyConflict for the new amount
+    tasks.grant_plan_period_credits()
     assert get_wallet(acme).balance == 660
 
 
