@@ -336,6 +336,7 @@ class EntryKind(models.TextChoices):
     RELEASE = "release", _("Release")
     EXPIRY = "expiry", _("Expiry")
     ADJUSTMENT = "adjustment", _("Adjustment")
+    REVOKE = "revoke", _("Revoked (refund or dispute)")
 
 
 class AppendOnlyError(RuntimeError):

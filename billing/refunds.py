@@ -8,9 +8,8 @@ be taken is recorded as a shortfall; the wallet never goes below zero. Totals ar
 cumulative and keyed by what is owed, so partial refunds add up and a replayed or
 out-of-order event takes nothing twice.
 
-There is no "revoke" action in billing/ledger.py, so this module adds one, `revoke_credits`,
-with the ledger's own lock order (wallet, then lots) and entry helper. Its entries use
-`REVOKE_KIND` with `params.cause` saying refund or dispute.
+`revoke_credits` takes them with the ledger's own lock order (wallet, then lots) and entry
+helper. Its entries are of kind `revoke`, with `params.cause` saying refund or dispute.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ from .models import (
     RevocationCause,
     StripePayment,
 )
-
-# The ledger has no dedicated kind for credits taken back; expiry is the kind whose
-# bookkeeping matches (unspent credits leave a lot, nothing is charged for usage).
-REVOKE_KIND = EntryKind.EXPIRY
 
 
 @transaction.atomic
@@ -70,7 +65,7 @@ def revoke_for_payment(
         ledger._save_wallet(wallet)
         entry = ledger._entry(
             wallet,
-            REVOKE_KIND,
+            EntryKind.REVOKE,
             -take,
             key,
             lot=lot,

@@ -374,7 +374,7 @@ def test_full_refund_after_half_was_spent_takes_back_the_rest_and_records_the_sh
     assert (payment.credits_revoked, payment.credits_shortfall) == (50, 50)
     revocation = CreditRevocation.objects.get()
     assert (revocation.requested, revocation.taken, revocation.shortfall) == (100, 50, 50)
-    assert revocation.entry.amount == -50
+    assert (revocation.entry.kind, revocation.entry.amount) == ("revoke", -50)
     assert "Refund" in revocation.entry.reason and revocation.entry.params["cause"] == "refund"
     assert ledger.audit_wallets() == []
 
