@@ -245,6 +245,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_QUEUES_ALL = ["dispatch", "media", "billing", "default"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# --- GPU nodes ----------------------------------------------------------------------------
+# Port of the reference node that `runstack` starts (the Cog server on the CPU predictor).
+REFERENCE_NODE_PORT = env_int("REFERENCE_NODE_PORT", 5001)
+
 # --- Tenancy ----------------------------------------------------------------------------
 # Raise on unscoped queries of tenant-owned models from request code (fail closed).
 TENANCY_STRICT = env_bool("TENANCY_STRICT", True)

@@ -58,6 +58,8 @@ def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_
     assert _manage(env, "seed_demo") == seeded, "seeding twice must be idempotent"
 
     port = _free_port()
+    node_port = _free_port()
+    env["REFERENCE_NODE_PORT"] = str(node_port)
     log = (tmp_path / "stack.log").open("w")
     stack = subprocess.Popen(
         [sys.executable, "manage.py", "runstack", "--port", str(port)],
@@ -81,6 +83,16 @@ def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_
         stack_log = (tmp_path / "stack.log").read_text()
         assert health is not None and health.status_code == 200, stack_log
         assert (tmp_path / "retake.sqlite3").exists()
+
+        # The reference GPU node is part of the stack and becomes READY.
+        node_status = None
+        while time.monotonic() < deadline and node_status != "READY":
+            try:
+                node_health = httpx.get(f"http://127.0.0.1:{node_port}/health-check", timeout=5)
+                node_status = node_health.json()["status"]
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert node_status == "READY", (tmp_path / "stack.log").read_text()
 
         # The worker shares the filesystem broker: a task sent from another process is consumed.
         queue = tmp_path / "broker" / "queue"

@@ -16,8 +16,28 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+REFERENCE_NODE_DIR = "platform/nodes/reference"
 
-def stack_processes(host: str, port: int) -> list[tuple[str, list[str], dict[str, str]]]:
+
+def reference_node_process() -> tuple[str, list[str], dict[str, str], str]:
+    """The reference GPU node: the real Cog server running the CPU predictor, one slot.
+
+    Outputs are PUT to the platform's ingest endpoint; webhooks carry their URLs.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    argv = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
+    argv += ["--upload-url", f"{settings.PUBLIC_BASE_URL}/ingest/"]
+    env = {
+        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+        "COG_MAX_CONCURRENCY": "1",
+        "PORT": str(settings.REFERENCE_NODE_PORT),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return ("node", argv, env, str(settings.BASE_DIR / REFERENCE_NODE_DIR))
+
+
+def stack_processes(host: str, port: int) -> list[tuple]:
+    """(name, argv, extra env[, working directory]) of every process in the stack."""
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "config"]
     return [
@@ -29,6 +49,7 @@ def stack_processes(host: str, port: int) -> list[tuple[str, list[str], dict[str
             {},
         ),
         ("beat", celery + ["beat", "-s", settings.CELERY_BEAT_SCHEDULE_FILENAME, "-l", "INFO"], {}),
+        reference_node_process(),
     ]
 
 
@@ -51,9 +72,10 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        for name, argv, extra_env in stack_processes(host, port):
+        for name, argv, extra_env, *workdir in stack_processes(host, port):
             env = {**os.environ, **extra_env}
-            children[name] = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)
+            cwd = workdir[0] if workdir else settings.BASE_DIR
+            children[name] = subprocess.Popen(argv, env=env, cwd=cwd)
             self.stdout.write(f"started {name} (pid {children[name].pid})")
         self.stdout.write(self.style.SUCCESS(f"Retake is running on http://{host}:{port}/"))
         while not stopping:
