@@ -118,29 +118,30 @@ def _accept_output(take: Take, output: Any, lease) -> None:
     _after_commit_dispatch()
 
 
-def node_for_token(token: str) -> Node | None:
-    """The node whose upload token this is (constant-time compare against each)."""
-    found = None
-    for node in Node.objects.exclude(auth_token=""):
-        if secret_matches(token, node.auth_token):
-            found = node
-    return found
+def nodes_for_token(token: str) -> list[int]:
+    """Ids of the nodes holding this upload token (constant-time compare against each)."""
+    return [
+        node.pk
+        for node in Node.objects.exclude(auth_token="").only("pk", "auth_token")
+        if secret_matches(token, node.auth_token)
+    ]
 
 
-def store_upload(node: Node, take_id: str, filename: str, body: IO[bytes]) -> str | None:
+def store_upload(node_ids: list[int], take_id: str, filename: str, body: IO[bytes]) -> str | None:
     """Store a file a node uploaded for a take it is running; None if it is not."""
     try:
         take_uuid = uuid.UUID(take_id)
     except ValueError:
         return None
-    take = Take.objects.dangerously_unscoped().filter(pk=take_uuid, node=node).first()
+    take = Take.objects.dangerously_unscoped().filter(pk=take_uuid, node_id__in=node_ids).first()
     if take is None or take.status not in ACTIVE_ON_NODE:
         return None
+    node_id = take.node_id
     safe = get_valid_filename(filename) or "output.mp4"
     name = default_storage.save(f"takes/{take.pk}/{uuid.uuid4().hex[:8]}-{safe}", File(body))
     with transaction.atomic():
         take = _lock_take(take.pk)
-        if take.node_id != node.pk or take.status not in ACTIVE_ON_NODE:
+        if take.node_id != node_id or take.status not in ACTIVE_ON_NODE:
             default_storage.delete(name)
             return None
         old = take.output_original

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from .callbacks import apply_prediction, node_for_token, store_upload
+from .callbacks import apply_prediction, nodes_for_token, store_upload
 
 CHUNK = 1024 * 1024
 
@@ -38,9 +38,9 @@ def cog_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["PUT"])
 def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
-    node = node_for_token(token)
+    node_ids = nodes_for_token(token)
     take_id = request.headers.get("X-Prediction-ID", "")
-    if node is None or not take_id:
+    if not node_ids or not take_id:
         return JsonResponse({"detail": "not found"}, status=404)
     with tempfile.SpooledTemporaryFile(max_size=8 * CHUNK) as spool:
         size = 0
@@ -50,7 +50,7 @@ def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
                 return JsonResponse({"detail": "file too large"}, status=413)
             spool.write(chunk)
         spool.seek(0)
-        name = store_upload(node, take_id, filename, spool)
+        name = store_upload(node_ids, take_id, filename, spool)
     if name is None:
         return JsonResponse({"detail": "not found"}, status=404)
     response = HttpResponse(status=201)
