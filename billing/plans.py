@@ -227,8 +227,11 @@ def grant_daily_free(workspace, plan: Plan, *, now: datetime | None = None) -> C
 
 
 def grant_daily_free_credits(now: datetime | None = None) -> int:
-    """Daily free credits for every workspace whose plan includes them."""
+    """Daily free credits for every workspace whose plan includes them; returns new grants."""
+    from .pricing import billing_time_zone
+
     now = now or timezone.now()
+    today = now.astimezone(billing_time_zone()).date().isoformat()
     live = {
         s.workspace_id: s.plan
         for s in Subscription.objects.dangerously_unscoped()
@@ -236,9 +239,17 @@ def grant_daily_free_credits(now: datetime | None = None) -> int:
         .select_related("plan")
     }
     free = free_plan()
+    done = {
+        key.split(":")[1]
+        for key in CreditLot.objects.dangerously_unscoped()
+        .filter(source=CreditSource.DAILY_FREE, idempotency_key__endswith=f":{today}")
+        .values_list("idempotency_key", flat=True)
+    }
     granted = 0
-    for workspace in Workspace.objects.order_by("pk").iterator():
-        plan = live.get(workspace.pk, free)
-        if plan.daily_free_credits and grant_daily_free(workspace, plan, now=now) is not None:
-            granted += 1
+    for workspace_id in Workspace.objects.order_by("pk").values_list("pk", flat=True).iterator():
+        plan = live.get(workspace_id, free)
+        if not plan.daily_free_credits or str(workspace_id) in done:
+            continue
+        grant_daily_free(Workspace(pk=workspace_id), plan, now=now)
+        granted += 1
     return granted

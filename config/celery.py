@@ -44,6 +44,22 @@ app.conf.beat_schedule = {
         "task": "accounts.tasks.purge_expired_invitations",
         "schedule": 3600.0,
     },
+    # Billing: every grant is keyed, so running these often is harmless and catches up
+    # quickly after downtime (a day's free credits arrive within minutes of midnight).
+    "billing-expire-lots": {"task": "billing.tasks.expire_lots", "schedule": 60.0},
+    "billing-expire-holds": {"task": "billing.tasks.expire_holds", "schedule": 300.0},
+    "billing-roll-over-subscriptions": {
+        "task": "billing.tasks.roll_over_subscriptions",
+        "schedule": 300.0,
+    },
+    "billing-grant-plan-period-credits": {
+        "task": "billing.tasks.grant_plan_period_credits",
+        "schedule": 600.0,
+    },
+    "billing-grant-daily-free-credits": {
+        "task": "billing.tasks.grant_daily_free_credits",
+        "schedule": 600.0,
+    },
 }
 
 app.autodiscover_tasks()
