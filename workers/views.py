@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import mimetypes
 import os
+import re
+from collections.abc import Iterator
+from typing import IO
 
 from django.core import signing
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponseForbidden
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    StreamingHttpResponse,
+)
 from django.views.decorators.http import require_safe
 
 from .media import read_signed_token
 
+BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+CHUNK = 256 * 1024
+
 
 @require_safe
-def signed_media(request: HttpRequest, token: str) -> FileResponse | HttpResponseForbidden:
-    """Stream a stored file to whoever holds a valid, unexpired signed link (no login)."""
+def signed_media(request: HttpRequest, token: str) -> HttpResponse | StreamingHttpResponse:
+    """Stream a stored file to whoever holds a valid, unexpired signed link (no login).
+
+    Honours a single `Range` request, so browsers can seek in a video they play from it.
+    """
     try:
         name = read_signed_token(token)
     except signing.SignatureExpired:
@@ -23,6 +40,42 @@ def signed_media(request: HttpRequest, token: str) -> FileResponse | HttpRespons
         return HttpResponseForbidden("This link is not valid.")
     if not default_storage.exists(name):
         raise Http404("No such file.")
-    response = FileResponse(default_storage.open(name, "rb"), filename=os.path.basename(name))
+    handle = default_storage.open(name, "rb")
+    size = handle.size
+    wanted = BYTE_RANGE.match(request.headers.get("Range", "").strip())
+    if wanted and wanted.group(1) + wanted.group(2):
+        first, last = wanted.groups()
+        if first:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        else:
+            start, end = max(0, size - int(last)), size - 1
+        if start > end:
+            handle.close()
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        handle.seek(start)
+        response = StreamingHttpResponse(
+            _read(handle, end - start + 1),
+            status=206,
+            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    else:
+        response = FileResponse(handle, filename=os.path.basename(name))
+    response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=300"
     return response
+
+
+def _read(handle: IO[bytes], length: int) -> Iterator[bytes]:
+    try:
+        while length > 0:
+            chunk = handle.read(min(CHUNK, length))
+            if not chunk:
+                break
+            length -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()

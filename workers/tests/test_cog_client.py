@@ -13,7 +13,7 @@ from workers.backends import (
     TransientBackendError,
 )
 from workers.backends.cog import CogClient, decode_output, parse_progress
-from workers.tests.conftest import free_port
+from workers.tests.conftest import free_port, wait_ready
 
 QUICK = {"prompt": "a quiet harbour", "width": 128, "height": 72, "fps": 8, "seconds": 1.0}
 SLOW = {**QUICK, "seconds": 10.0, "speed": 2.0}
@@ -76,7 +76,7 @@ def test_cancel_stops_a_running_prediction_and_frees_the_node(idle_node, catcher
     assert done["status"] == "canceled"
     assert catcher.uploads(prediction) == []
     assert parse_progress(done["logs"]) < 100
-    catcher.wait_for(lambda: client.health() == "READY", timeout=5)
+    wait_ready(idle_node, timeout=2)
 
 
 def test_cancel_of_an_unknown_prediction_returns_false(idle_node):

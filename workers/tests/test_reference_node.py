@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 import av
 import httpx
 import numpy as np
 from PIL import Image
+
+from workers.tests.conftest import NODE_DIR
 
 SMALL = {"width": 160, "height": 96, "fps": 12, "seconds": 1.0}
 
@@ -169,6 +175,7 @@ def test_async_prediction_sends_progress_webhooks_and_uploads_the_file(idle_node
     assert any("progress: " in h["logs"] and h["status"] == "processing" for h in hooks[1:-1])
     assert done["status"] == "succeeded"
     assert "progress: 100%" in done["logs"]
+    assert done["metrics"]["predict_time"] >= 1.5, "speed 1.5 spends 1.5 s per video second"
     (upload,) = catcher.uploads(take_id)
     assert upload.path == f"/ingest/{take_id}.mp4"
     assert upload.headers["content-type"] == "video/mp4"
@@ -191,3 +198,19 @@ def test_same_put_again_after_completion_answers_from_the_rendered_file(idle_nod
     first, second = catcher.uploads(take_id)
     assert first.body == second.body
     assert "already rendered" in catcher.webhooks(take_id)[-1]["logs"]
+
+
+def test_committed_openapi_schema_is_what_cog_derives_from_the_predictor():
+    env = {**os.environ, "COG_PREDICT_TYPE_STUB": "predict.py:Predictor"}
+    generated = subprocess.run(
+        [sys.executable, "-m", "cog.command.openapi_schema"],
+        cwd=NODE_DIR,
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    committed = json.loads((NODE_DIR / ".cog" / "openapi_schema.json").read_text())
+
+    assert json.loads(generated.stdout) == committed
+    assert committed["components"]["schemas"]["Input"]["required"] == ["prompt"]

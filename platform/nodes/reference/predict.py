@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -32,6 +33,9 @@ from PIL import Image
 MAX_SIDE = 1920
 MAX_SECONDS = 20.0
 GRAIN = 6
+# Rendered files are kept this long, so a repeated PUT of a finished take is answered
+# from disk (see Predictor.predict); older ones are deleted.
+KEEP_SECONDS = 3600
 
 
 class RenderCancelled(Exception):
@@ -215,6 +219,7 @@ class Predictor(BasePredictor):
         ),
     ) -> Path:
         """Render one take. Async so the node can run several (COG_MAX_CONCURRENCY)."""
+        _prune(self.out_dir, KEEP_SECONDS)
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         params = dict(
@@ -260,6 +265,14 @@ class Predictor(BasePredictor):
             raise
         os.replace(partial, out)
         return Path(out)
+
+
+def _prune(folder: str, keep_seconds: float) -> None:
+    """Delete per-prediction folders older than keep_seconds."""
+    cutoff = time.time() - keep_seconds
+    for entry in os.scandir(folder):
+        if entry.is_dir() and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _inputs_key(params: dict) -> str:
