@@ -80,9 +80,10 @@ def cancel_take(take: Take) -> Take:
 
 
 def _cancel_on_node(node_id: int, take_id: str) -> None:
-    from workers.tasks import cancel_on_node
+    from workers.tasks import cancel_on_node, dispatch_takes
 
     cancel_on_node.delay(node_id, take_id)
+    dispatch_takes.delay()  # its slot is free
 
 
 def expire_overdue_takes(now=None) -> int:
