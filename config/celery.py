@@ -8,6 +8,7 @@ drive (a redelivered message re-reads the row and finds the work done or still d
 import os
 
 from celery import Celery
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -27,6 +28,18 @@ app.conf.worker_hijack_root_logger = False
 
 # Beat: the sweepers. Each entry names a task that exists; later issues add theirs here.
 app.conf.beat_schedule = {
+    "dispatch-takes": {
+        "task": "workers.tasks.dispatch_takes",
+        "schedule": settings.DISPATCH_INTERVAL_SECONDS,
+    },
+    "sweep-takes": {
+        "task": "workers.tasks.sweep_takes",
+        "schedule": settings.SWEEP_INTERVAL_SECONDS,
+    },
+    "check-nodes": {
+        "task": "workers.tasks.check_nodes",
+        "schedule": settings.SWEEP_INTERVAL_SECONDS,
+    },
     "purge-expired-invitations": {
         "task": "accounts.tasks.purge_expired_invitations",
         "schedule": 3600.0,

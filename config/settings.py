@@ -304,3 +304,30 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Generation and dispatch ------------------------------------------------------------
+# Off-peak takes not started by this many hours after submission expire (hold released).
+OFF_PEAK_DEADLINE_HOURS = env_int("OFF_PEAK_DEADLINE_HOURS", 48)
+# A take is sent to at most this many nodes before it fails (hold released).
+TAKE_MAX_ATTEMPTS = env_int("TAKE_MAX_ATTEMPTS", 3)
+# How long a take may sit in dispatching/running/finalizing without news before the
+# sweeper re-drives it (re-sends the PUT, or re-runs settlement).
+TAKE_LEASE_SECONDS = env_int("TAKE_LEASE_SECONDS", 120)
+# How often beat runs the dispatcher and the sweepers.
+DISPATCH_INTERVAL_SECONDS = float(env_int("DISPATCH_INTERVAL_MS", 3000)) / 1000
+SWEEP_INTERVAL_SECONDS = float(env_int("SWEEP_INTERVAL_MS", 5000)) / 1000
+# A node is marked down after this many failed health checks in a row.
+NODE_DOWN_AFTER_FAILURES = env_int("NODE_DOWN_AFTER_FAILURES", 3)
+NODE_TIMEOUT_SECONDS = env_int("NODE_TIMEOUT_SECONDS", 10)
+# The reference node the demo data points at (make run starts it).
+REFERENCE_NODE_PORT = env_int("REFERENCE_NODE_PORT", 5001)
+REFERENCE_NODE_TOKEN = env_str("REFERENCE_NODE_TOKEN", "reference-node-token")
+# Reference images: accepted formats, bytes and pixels (larger ones are refused).
+REFERENCE_IMAGE_FORMATS = env_list("REFERENCE_IMAGE_FORMATS", "PNG,JPEG,WEBP")
+REFERENCE_IMAGE_MAX_BYTES = env_int("REFERENCE_IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+REFERENCE_IMAGE_MAX_PIXELS = env_int("REFERENCE_IMAGE_MAX_PIXELS", 4096 * 4096)
+# Moderation: a dotted path to a callable(prompt, negative_prompt, workspace) -> reason | None.
+MODERATION_HOOK = env_str("MODERATION_HOOK", "generation.moderation.blocklist")
+MODERATION_BLOCKLIST = env_list("MODERATION_BLOCKLIST", "")
+# The largest output file a node may upload to /ingest/.
+INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 2 * 1024 * 1024 * 1024)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
+
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+from accounts.tenancy import WorkspaceOwned
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
 
 
 class Resolution(models.TextChoices):
@@ -39,3 +49,219 @@ class VideoModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class NodeState(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    DRAINING = "draining", _("Draining")
+    DOWN = "down", _("Down")
+
+
+class NodePool(models.Model):
+    """A group of interchangeable GPU nodes that a route sends takes to."""
+
+    slug = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=120)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Node(models.Model):
+    """One GPU inference server speaking the Cog HTTP protocol."""
+
+    name = models.CharField(max_length=120, unique=True)
+    pool = models.ForeignKey(NodePool, on_delete=models.PROTECT, related_name="nodes")
+    base_url = models.URLField()
+    # Sent as a bearer token to the node, and the secret in the node's upload URL.
+    auth_token = models.CharField(max_length=128)
+    served_models = models.ManyToManyField(VideoModel, related_name="nodes", blank=True)
+    slots = models.PositiveSmallIntegerField(default=1)
+    state = models.CharField(max_length=16, choices=NodeState.choices, default=NodeState.ACTIVE)
+    last_health = models.CharField(max_length=32, blank=True)
+    last_health_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # What one GPU-second on this node costs the platform, in credits (margin reporting).
+    cost_per_gpu_second = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    # Inputs merged into every prediction sent to this node (e.g. the reference node's speed).
+    extra_input = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RouteKind(models.TextChoices):
+    NODE_POOL = "node_pool", _("GPU node pool")
+
+
+class Route(models.Model):
+    """Where a model can run; lower priority numbers are tried first."""
+
+    video_model = models.ForeignKey(VideoModel, on_delete=models.CASCADE, related_name="routes")
+    kind = models.CharField(max_length=16, choices=RouteKind.choices, default=RouteKind.NODE_POOL)
+    pool = models.ForeignKey(
+        NodePool, on_delete=models.CASCADE, related_name="routes", null=True, blank=True
+    )
+    priority = models.PositiveSmallIntegerField(default=100)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(kind="node_pool") | models.Q(pool__isnull=False),
+                name="route_node_pool_has_pool",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.video_model} → {self.pool or self.kind}"
+
+
+class Project(WorkspaceOwned):
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE)
+    name = models.CharField(max_length=120)
+    is_inbox = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace"], condition=models.Q(is_inbox=True), name="project_one_inbox"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Shot(WorkspaceOwned):
+    """The prompt and references; each draw of it is a take."""
+
+    workspace_field = "project__workspace"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="shots")
+    title = models.CharField(max_length=200, blank=True)
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    # Storage name (default_storage) of the reference image, if any.
+    reference_image = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title or self.prompt[:60]
+
+
+class Submission(WorkspaceOwned):
+    """One press of Generate; its idempotency key makes a replay return the same takes."""
+
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE)
+    idempotency_key = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "idempotency_key"], name="submission_unique_key"
+            ),
+        ]
+
+
+class TakeStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    DISPATCHING = "dispatching", _("Dispatching")
+    RUNNING = "running", _("Running")
+    FINALIZING = "finalizing", _("Finalizing")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+    EXPIRED = "expired", _("Expired")
+
+
+ACTIVE_ON_NODE = (TakeStatus.DISPATCHING, TakeStatus.RUNNING)
+TERMINAL = (TakeStatus.SUCCEEDED, TakeStatus.FAILED, TakeStatus.CANCELED, TakeStatus.EXPIRED)
+
+
+class Take(WorkspaceOwned):
+    """One draw of a shot: one video, one hold, one charge at most."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE)
+    shot = models.ForeignKey(Shot, on_delete=models.CASCADE, related_name="takes")
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="takes")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    video_model = models.ForeignKey(VideoModel, on_delete=models.PROTECT, related_name="takes")
+    draft_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="finals"
+    )
+    # What was asked for.
+    mode = models.CharField(max_length=16)
+    resolution = models.CharField(max_length=8, choices=Resolution.choices)
+    aspect_ratio = models.CharField(max_length=8)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    duration_seconds = models.PositiveIntegerField()
+    fps = models.PositiveSmallIntegerField()
+    seed = models.BigIntegerField()
+    # Price locked at submission (billing.pricing.Quote.as_dict()) and the hold it placed.
+    quote = models.JSONField()
+    # None when the quote is free (off-peak on a plan that includes it).
+    hold_id = models.BigIntegerField(null=True, blank=True)
+    charged = models.PositiveIntegerField(default=0)
+    # Scheduling.
+    status = models.CharField(
+        max_length=16, choices=TakeStatus.choices, default=TakeStatus.QUEUED, db_index=True
+    )
+    priority = models.IntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)
+    node = models.ForeignKey(
+        Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="takes"
+    )
+    # The node of the last failed attempt: the dispatcher tries another one first.
+    previous_node = models.ForeignKey(
+        Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)
+    webhook_secret = models.CharField(max_length=64, default=new_secret)
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # Outputs (storage names) and the platform's own measurement of the original.
+    output_original = models.CharField(max_length=300, blank=True)
+    output_poster = models.CharField(max_length=300, blank=True)
+    output_preview = models.CharField(max_length=300, blank=True)
+    measured_duration = models.FloatField(null=True, blank=True)
+    measured_fps = models.FloatField(null=True, blank=True)
+    measured_width = models.PositiveIntegerField(null=True, blank=True)
+    measured_height = models.PositiveIntegerField(null=True, blank=True)
+    measured_codec = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["-priority", "created_at"],
+                condition=models.Q(status="queued"),
+                name="take_queue",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"take {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL

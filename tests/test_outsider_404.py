@@ -18,8 +18,9 @@ from accounts import actions
 from accounts.models import Membership
 from conftest import client_for, make_user
 
-# Staff-only or authentication-key URLs are not tenant objects.
-EXCLUDED_PREFIXES = ("admin/", "accounts/", "i18n/", "static/", "media/")
+# Staff-only or authentication-key URLs are not tenant objects. Node callbacks (webhooks,
+# ingest) authenticate by a per-take secret or node token in the path, not a session.
+EXCLUDED_PREFIXES = ("admin/", "accounts/", "i18n/", "static/", "media/", "webhooks/", "ingest/")
 PARAM = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 
 
@@ -47,11 +48,26 @@ def _invitation_for_alice(world: World) -> str:
     return actions.invite_member(other, world.alice.email, "member", acting_user=owner).token
 
 
+def _alice_take(world: World) -> str:
+    from unittest import mock
+
+    from generation.submission import TakeSpec, submit_takes
+    from generation.tests.helpers import fund, setup_catalog
+
+    setup_catalog()
+    fund(world.acme, 100)
+    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="a kite", resolution="480p", duration=1)
+    with mock.patch("workers.tasks.dispatch_takes.delay"):
+        [take] = submit_takes(world.acme, world.alice, spec, idempotency_key="walk")
+    return str(take.pk)
+
+
 OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "workspace_id": lambda world: world.acme.pk,
     "membership_id": _bob_membership,
     "invitation_id": _open_invitation,
     "token": _invitation_for_alice,
+    "take_id": _alice_take,
 }
 
 

@@ -1,7 +1,13 @@
 from django.urls import path
 
-from . import views
+from . import views, webhooks
 
 urlpatterns = [
     path("media/signed/<str:token>/", views.signed_media, name="signed_media"),
+    path(
+        "webhooks/cog/<uuid:take_id>/<str:secret>/",
+        webhooks.cog_webhook,
+        name="cog_webhook",
+    ),
+    path("ingest/<str:token>/<str:filename>", webhooks.ingest, name="ingest"),
 ]

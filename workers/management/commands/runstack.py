@@ -26,7 +26,7 @@ def reference_node_process() -> tuple[str, list[str], dict[str, str], str]:
     """
     bin_dir = os.path.dirname(sys.executable)
     argv = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
-    argv += ["--upload-url", f"{settings.PUBLIC_BASE_URL}/ingest/"]
+    argv += ["--upload-url", f"{settings.PUBLIC_BASE_URL}/ingest/{settings.REFERENCE_NODE_TOKEN}/"]
     env = {
         "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
         "COG_MAX_CONCURRENCY": "1",

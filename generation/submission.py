@@ -1,0 +1,459 @@
+"""Submitting takes: validate, moderate, quote, hold, create, enqueue — in one transaction.
+
+`submit_takes` and `finalize_take` are the only ways takes come to exist. Either every take
+of a submission is created with its hold, or nothing is (no rows, no moved credits). A
+submission carries an idempotency key: replaying it returns the same takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+import uuid
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from PIL import Image, UnidentifiedImageError
+
+from billing import ledger, plans, pricing
+
+from .models import (
+    RESOLUTION_SHORT_SIDE,
+    Project,
+    Shot,
+    Submission,
+    Take,
+    TakeStatus,
+    VideoModel,
+)
+from .moderation import moderation_hook
+
+MAX_SEED = 2**31 - 1
+RESOLUTION_RANK = {name: rank for rank, name in enumerate(RESOLUTION_SHORT_SIDE)}
+
+
+class SubmissionError(Exception):
+    """A submission was refused; `message` is for a person, `field` names the input at fault."""
+
+    def __init__(self, message: str, field: str | None = None, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TakeSpec:
+    """What one submission asks for (every take of it shares these)."""
+
+    model: str
+    prompt: str
+    resolution: str
+    duration: int
+    negative_prompt: str = ""
+    aspect_ratio: str = ""
+    fps: int | None = None
+    count: int = 1
+    mode: str = pricing.Mode.STANDARD
+    seed: int | None = None
+
+
+def inbox_for(workspace) -> Project:
+    """The workspace's Inbox project, created on first use."""
+    project = Project.objects.for_workspace(workspace).filter(is_inbox=True).first()
+    if project is not None:
+        return project
+    try:
+        with transaction.atomic():
+            project = Project(workspace=workspace, name=_("Inbox"), is_inbox=True)
+            project.save(force_insert=True)
+            return project
+    except IntegrityError:
+        return Project.objects.for_workspace(workspace).get(is_inbox=True)
+
+
+def frame_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
+    """Width and height in even pixels: the resolution names the short side."""
+    short = RESOLUTION_SHORT_SIDE[resolution]
+    a, b = (int(part) for part in aspect_ratio.split(":"))
+    long = round(short * max(a, b) / min(a, b) / 2) * 2
+    return (long, short) if a >= b else (short, long)
+
+
+def check_reference_image(upload) -> tuple[bytes, str]:
+    """Read and vet a reference image; return its bytes and file extension.
+
+    The pixel limit is checked from the header before anything is decoded, so a
+    decompression bomb is refused without being expanded.
+    """
+    data = upload.read(settings.REFERENCE_IMAGE_MAX_BYTES + 1)
+    if len(data) > settings.REFERENCE_IMAGE_MAX_BYTES:
+        raise SubmissionError(
+            _("The image is larger than %(mb)d MB.")
+            % {"mb": settings.REFERENCE_IMAGE_MAX_BYTES // (1024 * 1024)},
+            "image",
+        )
+    allowed = [fmt.upper() for fmt in settings.REFERENCE_IMAGE_FORMATS]
+    not_image = SubmissionError(
+        _("The reference must be an image (%(formats)s).") % {"formats": ", ".join(allowed)},
+        "image",
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = (img.format or "").upper()
+                width, height = img.size
+                if fmt not in allowed:
+                    raise not_image
+                if width * height > settings.REFERENCE_IMAGE_MAX_PIXELS:
+                    raise SubmissionError(
+                        _("The image is %(w)d × %(h)d pixels; at most %(max)d pixels allowed.")
+                        % {"w": width, "h": height, "max": settings.REFERENCE_IMAGE_MAX_PIXELS},
+                        "image",
+                    )
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+    except SubmissionError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SubmissionError(
+            _("The image has too many pixels; at most %(max)d allowed.")
+            % {"max": settings.REFERENCE_IMAGE_MAX_PIXELS},
+            "image",
+        ) from exc
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
+        raise not_image from exc
+    extension = {"JPEG": "jpg"}.get(fmt, fmt.lower())
+    return data, extension
+
+
+def _validate(spec: TakeSpec, video_model: VideoModel | None, plan, has_image: bool) -> TakeSpec:
+    """Check a spec against the model's capabilities and the plan; fill defaults."""
+    if video_model is None:
+        raise SubmissionError(_("Unknown model %(slug)s.") % {"slug": spec.model}, "model")
+    if spec.mode not in pricing.Mode.values:
+        raise SubmissionError(_("Unknown mode %(mode)s.") % {"mode": spec.mode}, "mode")
+    prompt = spec.prompt.strip()
+    if not prompt:
+        raise SubmissionError(_("Describe the shot: the prompt is empty."), "prompt")
+    if len(prompt) > video_model.max_prompt_length:
+        raise SubmissionError(
+            _("The prompt is longer than %(n)d characters.") % {"n": video_model.max_prompt_length},
+            "prompt",
+        )
+    if has_image and not video_model.supports_image_to_video:
+        raise SubmissionError(
+            _("%(model)s does not take a reference image.") % {"model": video_model.name}, "image"
+        )
+    if not has_image and not video_model.supports_text_to_video:
+        raise SubmissionError(
+            _("%(model)s needs a reference image.") % {"model": video_model.name}, "image"
+        )
+    resolution = spec.resolution
+    if spec.mode == pricing.Mode.DRAFT:
+        resolution = video_model.draft_resolution
+    elif resolution not in video_model.resolutions:
+        raise SubmissionError(
+            _("%(model)s renders %(options)s, not %(res)s.")
+            % {
+                "model": video_model.name,
+                "options": ", ".join(video_model.resolutions),
+                "res": resolution,
+            },
+            "resolution",
+        )
+    if RESOLUTION_RANK[resolution] > RESOLUTION_RANK.get(plan.max_resolution, 0):
+        raise SubmissionError(
+            _("Your plan allows up to %(res)s.") % {"res": plan.max_resolution}, "resolution"
+        )
+    if spec.duration not in video_model.durations:
+        raise SubmissionError(
+            _("%(model)s makes clips of %(options)s seconds, not %(n)s.")
+            % {
+                "model": video_model.name,
+                "options": ", ".join(str(d) for d in video_model.durations),
+                "n": spec.duration,
+            },
+            "duration",
+        )
+    if spec.duration > plan.max_duration:
+        raise SubmissionError(
+            _("Your plan allows clips of up to %(n)d seconds.") % {"n": plan.max_duration},
+            "duration",
+        )
+    fps = spec.fps or (video_model.fps_options[0] if video_model.fps_options else 16)
+    if video_model.fps_options and fps not in video_model.fps_options:
+        raise SubmissionError(_("%(fps)s fps is not offered.") % {"fps": fps}, "fps")
+    aspect = spec.aspect_ratio or (video_model.aspect_ratios or ["16:9"])[0]
+    if video_model.aspect_ratios and aspect not in video_model.aspect_ratios:
+        raise SubmissionError(
+            _("Aspect ratio %(ar)s is not offered.") % {"ar": aspect}, "aspect_ratio"
+        )
+    if not 1 <= spec.count <= plan.max_takes_per_batch:
+        raise SubmissionError(
+            _("Your plan allows 1 to %(n)d takes per batch.") % {"n": plan.max_takes_per_batch},
+            "count",
+        )
+    if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
+        raise SubmissionError(_("The seed must be between 0 and %(n)d.") % {"n": MAX_SEED}, "seed")
+    return TakeSpec(
+        **{
+            **asdict(spec),
+            "prompt": prompt,
+            "resolution": resolution,
+            "fps": fps,
+            "aspect_ratio": aspect,
+        }
+    )
+
+
+def _fingerprint(spec: TakeSpec, image: bytes | None, extra: str = "") -> str:
+    payload = json.dumps(asdict(spec), sort_keys=True) + extra
+    digest = hashlib.sha256(payload.encode())
+    if image:
+        digest.update(image)
+    return digest.hexdigest()
+
+
+def _replay(workspace, idempotency_key: str, fingerprint: str) -> list[Take] | None:
+    submission = (
+        Submission.objects.for_workspace(workspace).filter(idempotency_key=idempotency_key).first()
+    )
+    if submission is None:
+        return None
+    if submission.fingerprint != fingerprint:
+        raise SubmissionError(
+            _("This idempotency key was already used for a different submission."),
+            "idempotency_key",
+            status=409,
+        )
+    return list(submission.takes.order_by("created_at", "seed"))
+
+
+def _create(
+    workspace,
+    user,
+    spec: TakeSpec,
+    video_model: VideoModel,
+    *,
+    shot: Shot | None,
+    project: Project | None,
+    image: tuple[bytes, str] | None,
+    idempotency_key: str,
+    fingerprint: str,
+    draft_of: Take | None = None,
+) -> list[Take]:
+    stored: list[str] = []
+    try:
+        with transaction.atomic(durable=True):
+            replay = _replay(workspace, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+            reason = moderation_hook()(spec.prompt, spec.negative_prompt, workspace)
+            if reason:
+                raise SubmissionError(reason, "prompt")
+            now = timezone.now()
+            try:
+                quote = pricing.quote_for(
+                    workspace,
+                    video_model=video_model,
+                    resolution=spec.resolution,
+                    seconds=spec.duration,
+                    mode=spec.mode,
+                    at=now,
+                )
+            except pricing.QuoteError as exc:
+                raise SubmissionError(str(exc), "mode") from exc
+            plan = plans.plan_for(workspace)
+            submission = Submission(
+                workspace=workspace, idempotency_key=idempotency_key, fingerprint=fingerprint
+            )
+            submission.save(force_insert=True)
+            if shot is None:
+                shot = (project or inbox_for(workspace)).shots.create(
+                    prompt=spec.prompt,
+                    negative_prompt=spec.negative_prompt,
+                )
+                if image is not None:
+                    data, extension = image
+                    name = default_storage.save(
+                        f"references/{workspace.pk}/{shot.pk}-{uuid.uuid4().hex}.{extension}",
+                        ContentFile(data),
+                    )
+                    stored.append(name)
+                    shot.reference_image = name
+                    shot.save(update_fields=["reference_image"])
+            width, height = frame_size(spec.resolution, spec.aspect_ratio)
+            deadline = None
+            if spec.mode == pricing.Mode.OFF_PEAK:
+                deadline = now + timedelta(hours=settings.OFF_PEAK_DEADLINE_HOURS)
+            takes = []
+            for index in range(spec.count):
+                seed = secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed + index
+                take = Take(
+                    workspace=workspace,
+                    shot=shot,
+                    submission=submission,
+                    submitted_by=user,
+                    video_model=video_model,
+                    draft_of=draft_of,
+                    mode=spec.mode,
+                    resolution=spec.resolution,
+                    aspect_ratio=spec.aspect_ratio,
+                    width=width,
+                    height=height,
+                    duration_seconds=spec.duration,
+                    fps=spec.fps,
+                    seed=min(seed, MAX_SEED),
+                    quote=quote.as_dict(),
+                    priority=plan.queue_priority,
+                    deadline=deadline,
+                    status=TakeStatus.QUEUED,
+                )
+                if quote.total > 0:
+                    try:
+                        hold = ledger.place_hold(
+                            workspace,
+                            quote.total,
+                            idempotency_key=f"take:{take.id}:hold",
+                            member=user,
+                            reason=f"take {take.id}",
+                        )
+                    except ledger.LedgerError as exc:
+                        raise SubmissionError(str(exc), "credits", status=402) from exc
+                    take.hold_id = hold.pk
+                take.save(force_insert=True)
+                takes.append(take)
+            ids = [str(take.id) for take in takes]
+            transaction.on_commit(lambda: _enqueue(ids))
+            return takes
+    except BaseException:
+        for name in stored:
+            default_storage.delete(name)
+        raise
+
+
+def _enqueue(take_ids: list[str]) -> None:
+    from workers.tasks import dispatch_takes
+
+    dispatch_takes.delay(take_ids)
+
+
+def submit_takes(
+    workspace,
+    user,
+    spec: TakeSpec,
+    *,
+    idempotency_key: str,
+    image=None,
+    project: Project | None = None,
+) -> list[Take]:
+    """Create `spec.count` takes of a new shot, each with its locked quote and hold.
+
+    Raises SubmissionError (nothing written, nothing held) when any check fails.
+    """
+    key = (idempotency_key or "").strip()
+    if not key or len(key) > 200:
+        raise SubmissionError(_("A submission needs an idempotency key."), "idempotency_key")
+    if project is not None and project.workspace_id != workspace.pk:
+        raise SubmissionError(_("Unknown project."), "project", status=404)
+    image_data = check_reference_image(image) if image is not None else None
+    video_model = VideoModel.objects.filter(slug=spec.model, is_active=True).first()
+    plan = plans.plan_for(workspace)
+    spec = _validate(spec, video_model, plan, has_image=image_data is not None)
+    fingerprint = _fingerprint(
+        spec, image_data[0] if image_data else None, str(project.pk if project else "")
+    )
+    return _submit_once(
+        workspace,
+        user,
+        spec,
+        video_model,
+        shot=None,
+        project=project,
+        image=image_data,
+        idempotency_key=key,
+        fingerprint=fingerprint,
+    )
+
+
+def _submit_once(workspace, user, spec, video_model, **kwargs) -> list[Take]:
+    try:
+        return _create(workspace, user, spec, video_model, **kwargs)
+    except IntegrityError:
+        # A concurrent request with the same key won the race: return its takes.
+        replay = _replay(workspace, kwargs["idempotency_key"], kwargs["fingerprint"])
+        if replay is None:
+            raise
+        return replay
+
+
+def finalize_take(
+    draft: Take, user, *, idempotency_key: str, resolution: str | None = None
+) -> Take:
+    """Re-render a succeeded draft at full resolution as a new take, same seed and inputs."""
+    if draft.mode != pricing.Mode.DRAFT:
+        raise SubmissionError(_("Only draft takes can be finalized."), "take")
+    if draft.status != TakeStatus.SUCCEEDED:
+        raise SubmissionError(_("Only a finished draft can be finalized."), "take")
+    workspace = draft.workspace
+    plan = plans.plan_for(workspace)
+    video_model = draft.video_model
+    if resolution is None:
+        allowed = [
+            r
+            for r in video_model.resolutions
+            if RESOLUTION_RANK.get(r, 99) <= RESOLUTION_RANK.get(plan.max_resolution, 0)
+        ]
+        if not allowed:
+            raise SubmissionError(_("Your plan allows no resolution of this model."), "resolution")
+        resolution = max(allowed, key=RESOLUTION_RANK.__getitem__)
+    shot = draft.shot
+    spec = _validate(
+        TakeSpec(
+            model=video_model.slug,
+            prompt=shot.prompt,
+            negative_prompt=shot.negative_prompt,
+            resolution=resolution,
+            duration=draft.duration_seconds,
+            aspect_ratio=draft.aspect_ratio,
+            fps=draft.fps,
+            count=1,
+            mode=pricing.Mode.STANDARD,
+            seed=draft.seed,
+        ),
+        video_model,
+        plan,
+        has_image=bool(shot.reference_image),
+    )
+    key = (idempotency_key or "").strip()
+    if not key:
+        raise SubmissionError(_("A submission needs an idempotency key."), "idempotency_key")
+    takes = _submit_once(
+        workspace,
+        user,
+        spec,
+        video_model,
+        shot=shot,
+        project=None,
+        image=None,
+        idempotency_key=key,
+        fingerprint=_fingerprint(spec, None, f"finalize:{draft.pk}"),
+        draft_of=draft,
+    )
+    return takes[0]

@@ -1,0 +1,280 @@
+"""The dispatcher: the database is the queue.
+
+`claim_next()` picks the next queued take and a node for it in one short transaction:
+plan priority class first, then the workspace with the least usage this period, then age;
+never more takes on a node than its slots, never more running takes for a workspace than
+its plan's `max_concurrent_takes`. On PostgreSQL node rows and take rows are claimed with
+`SELECT … FOR UPDATE SKIP LOCKED`, so several dispatchers work side by side; on SQLite,
+whose writers are serialized (immediate transactions), the same code runs one at a time.
+
+`send_to_node()` then PUTs the take to its node (async: the node answers at once, the
+outcome comes by webhook). Nothing here waits for a GPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import mimetypes
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import Workspace
+from billing import plans, pricing
+from generation.lifecycle import fail_take
+from generation.models import (
+    ACTIVE_ON_NODE,
+    Node,
+    NodeState,
+    Route,
+    RouteKind,
+    Take,
+    TakeStatus,
+    new_secret,
+)
+
+from .backends import NodeAtCapacity, PermanentBackendError, TransientBackendError
+from .backends.cog import CogClient
+
+log = logging.getLogger(__name__)
+
+# How many queued takes one claim looks at (the best first) to find one that fits.
+CLAIM_WINDOW = 50
+
+
+def _locked(queryset: QuerySet, **kwargs: Any) -> QuerySet:
+    """FOR UPDATE [SKIP LOCKED] where the database has it; SQLite serializes writers anyway."""
+    if not connection.features.has_select_for_update:
+        return queryset
+    if kwargs.get("skip_locked") and not connection.features.has_select_for_update_skip_locked:
+        kwargs.pop("skip_locked")
+    return queryset.select_for_update(**kwargs)
+
+
+def _period_start(now):
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def takes_on_nodes(node_ids) -> dict[int, int]:
+    return dict(
+        Take.objects.dangerously_unscoped()
+        .filter(node_id__in=node_ids, status__in=ACTIVE_ON_NODE)
+        .order_by()
+        .values("node_id")
+        .annotate(n=Count("pk"))
+        .values_list("node_id", "n")
+    )
+
+
+def queue_order(queryset: QuerySet, now) -> QuerySet:
+    """Priority class, then the workspace with least usage this period, then age."""
+    usage = (
+        Take.objects.dangerously_unscoped()
+        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=_period_start(now))
+        .order_by()
+        .values("workspace")
+        .annotate(seconds=Sum("duration_seconds"))
+        .values("seconds")
+    )
+    return queryset.annotate(usage=Coalesce(Subquery(usage), 0)).order_by(
+        "-priority", "usage", "created_at", "id"
+    )
+
+
+def eligible_queued(now) -> QuerySet:
+    """Queued takes allowed to start now (off-peak ones only inside an off-peak window)."""
+    queryset = Take.objects.dangerously_unscoped().filter(status=TakeStatus.QUEUED)
+    if not pricing.is_off_peak(now):
+        queryset = queryset.exclude(mode=pricing.Mode.OFF_PEAK)
+    return queryset
+
+
+def _routes_by_model(nodes: list[Node]) -> dict[int, list[Node]]:
+    """Model id → free nodes that may serve it, best route first, most free slots first."""
+    by_pool: dict[int, list[Node]] = defaultdict(list)
+    for node in nodes:
+        by_pool[node.pool_id].append(node)
+    served = set(
+        Node.served_models.through.objects.filter(node_id__in=[n.pk for n in nodes]).values_list(
+            "node_id", "videomodel_id"
+        )
+    )
+    result: dict[int, list[Node]] = defaultdict(list)
+    routes = Route.objects.filter(
+        is_active=True, kind=RouteKind.NODE_POOL, pool_id__in=by_pool
+    ).order_by("priority", "id")
+    for route in routes:
+        pool_nodes = sorted(by_pool[route.pool_id], key=lambda n: -n.free)
+        for node in pool_nodes:
+            if (node.pk, route.video_model_id) in served and node not in result[
+                route.video_model_id
+            ]:
+                result[route.video_model_id].append(node)
+    return result
+
+
+def claim_next(now=None) -> Take | None:
+    """Claim one queued take and a node slot for it; None when nothing fits right now."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        nodes = list(
+            _locked(Node.objects.filter(state=NodeState.ACTIVE).order_by("id"), skip_locked=True)
+        )
+        busy = takes_on_nodes([n.pk for n in nodes])
+        free_nodes = []
+        for node in nodes:
+            node.free = node.slots - busy.get(node.pk, 0)
+            if node.free > 0:
+                free_nodes.append(node)
+        if not free_nodes:
+            return None
+        candidates_for = _routes_by_model(free_nodes)
+        if not candidates_for:
+            return None
+        queued = eligible_queued(now).filter(video_model_id__in=list(candidates_for))
+        window = list(
+            _locked(queue_order(queued, now), skip_locked=True, of=("self",))[:CLAIM_WINDOW]
+        )
+        full_workspaces: set[int] = set()
+        for take in window:
+            if take.workspace_id in full_workspaces:
+                continue
+            # The workspace row serializes concurrency checks across dispatchers.
+            workspace = _locked(Workspace.objects.filter(pk=take.workspace_id)).get()
+            running = (
+                Take.objects.dangerously_unscoped()
+                .filter(workspace_id=take.workspace_id, status__in=ACTIVE_ON_NODE)
+                .count()
+            )
+            if running >= plans.plan_for(workspace).max_concurrent_takes:
+                full_workspaces.add(take.workspace_id)
+                continue
+            options = candidates_for[take.video_model_id]
+            others = [n for n in options if n.pk != take.previous_node_id]
+            node = (others or options)[0]
+            take.status = TakeStatus.DISPATCHING
+            take.node = node
+            take.attempts += 1
+            take.progress = 0
+            take.dispatched_at = now
+            take.lease_expires_at = now + timedelta(seconds=settings.TAKE_LEASE_SECONDS)
+            # A fresh secret per attempt: a node we gave up on cannot report on it any more.
+            take.webhook_secret = new_secret()
+            take.save(
+                update_fields=[
+                    "status",
+                    "node",
+                    "attempts",
+                    "progress",
+                    "dispatched_at",
+                    "lease_expires_at",
+                    "webhook_secret",
+                ]
+            )
+            return take
+        return None
+
+
+def webhook_url(take: Take) -> str:
+    path = reverse("cog_webhook", args=[take.pk, take.webhook_secret])
+    return f"{settings.PUBLIC_BASE_URL}{path}"
+
+
+def prediction_input(take: Take) -> dict[str, Any]:
+    """The Cog input for a take: its parameters, its reference image as a data URL."""
+    shot = take.shot
+    data: dict[str, Any] = {
+        "prompt": shot.prompt,
+        "negative_prompt": shot.negative_prompt,
+        "seed": take.seed,
+        "width": take.width,
+        "height": take.height,
+        "fps": take.fps,
+        "seconds": take.duration_seconds,
+    }
+    if shot.reference_image:
+        with default_storage.open(shot.reference_image, "rb") as fh:
+            raw = fh.read()
+        mime = mimetypes.guess_type(shot.reference_image)[0] or "application/octet-stream"
+        data["image"] = f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+    if take.node is not None:
+        data.update(take.node.extra_input or {})
+    return data
+
+
+def client_for(node: Node) -> CogClient:
+    return CogClient(node.base_url, node.auth_token, timeout=settings.NODE_TIMEOUT_SECONDS)
+
+
+def requeue(take_id, node_id: int, reason: str) -> None:
+    """Put a take that could not run on `node_id` back in the queue (or fail it when out
+    of attempts). Only acts if the take is still on that node."""
+    with transaction.atomic():
+        take = _locked(Take.objects.dangerously_unscoped().filter(pk=take_id)).get()
+        if take.status not in ACTIVE_ON_NODE or take.node_id != node_id:
+            return
+        if take.attempts >= settings.TAKE_MAX_ATTEMPTS:
+            fail_take(take.pk, f"Gave up after {take.attempts} attempts: {reason}")
+            return
+        log.info("take %s back to the queue: %s", take.pk, reason)
+        take.status = TakeStatus.QUEUED
+        take.previous_node_id = node_id
+        take.node = None
+        take.progress = 0
+        take.lease_expires_at = None
+        take.save(update_fields=["status", "previous_node", "node", "progress", "lease_expires_at"])
+
+
+def send_to_node(take: Take) -> None:
+    """PUT a claimed take to its node; the outcome arrives by webhook."""
+    node = take.node
+    try:
+        with client_for(node) as client:
+            state = client.submit(str(take.pk), prediction_input(take), webhook_url(take))
+    except NodeAtCapacity as exc:
+        requeue(take.pk, node.pk, str(exc))
+    except TransientBackendError as exc:
+        requeue(take.pk, node.pk, str(exc))
+    except PermanentBackendError as exc:
+        fail_take(take.pk, str(exc))
+    else:
+        from .callbacks import apply_prediction
+
+        apply_prediction(take.pk, state, node_id=node.pk)
+
+
+def dispatch_pending(limit: int = 1000) -> int:
+    """Claim and send takes until nothing fits; returns how many were sent."""
+    sent = 0
+    while sent < limit:
+        take = claim_next()
+        if take is None:
+            break
+        send_to_node(take)
+        sent += 1
+    return sent
+
+
+def queue_position(take: Take) -> int | None:
+    """1-based place of a queued take among queued takes (classes first, then age)."""
+    if take.status != TakeStatus.QUEUED:
+        return None
+    ahead = (
+        Take.objects.dangerously_unscoped()
+        .filter(status=TakeStatus.QUEUED)
+        .filter(
+            Q(priority__gt=take.priority)
+            | Q(priority=take.priority, created_at__lt=take.created_at)
+        )
+        .count()
+    )
+    return ahead + 1

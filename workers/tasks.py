@@ -1,0 +1,53 @@
+"""Celery tasks: thin edges that load by id and call an action.
+
+Messages carry ids only; every task is safe to run twice (the row says what is left).
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from generation.models import Node
+
+from . import dispatch, settlement, sweeper
+from .backends import BackendError
+
+
+@shared_task(name="workers.tasks.dispatch_takes")
+def dispatch_takes(take_ids: list[str] | None = None) -> int:
+    """Send queued takes to free node slots (on submit, when a slot frees, and from beat)."""
+    return dispatch.dispatch_pending()
+
+
+@shared_task(name="workers.tasks.process_take_output")
+def process_take_output(take_id: str) -> bool:
+    """Probe, make poster/preview/watermark and charge a delivered take."""
+    settled = settlement.settle_take(take_id) is not None
+    dispatch_takes.delay()
+    return settled
+
+
+@shared_task(name="workers.tasks.cancel_on_node")
+def cancel_on_node(node_id: int, take_id: str) -> bool:
+    node = Node.objects.filter(pk=node_id).first()
+    if node is None:
+        return False
+    try:
+        with dispatch.client_for(node) as client:
+            return client.cancel(take_id)
+    except BackendError:
+        return False
+
+
+@shared_task(name="workers.tasks.sweep_takes")
+def sweep_takes() -> dict[str, int]:
+    """Re-drive takes whose lease ran out and expire overdue off-peak takes."""
+    result = sweeper.sweep()
+    dispatch_takes.delay()
+    return result
+
+
+@shared_task(name="workers.tasks.check_nodes")
+def check_nodes() -> dict[str, str]:
+    """Health-check every node; mark them down or up again."""
+    return sweeper.check_nodes()

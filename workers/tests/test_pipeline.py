@@ -1,0 +1,355 @@
+"""The generation pipeline end to end: real Celery workers (subprocesses, with beat), real
+reference nodes (Cog servers), the live Django server receiving webhooks and uploads,
+PostgreSQL and Redis. Clips are short (1–2 s at 480p) to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+
+from billing.models import Hold, HoldStatus, LedgerEntry
+from conftest import client_for
+from generation.models import Node, Take, TakeStatus
+from generation.tests.helpers import NODE_TOKEN, fund, png_bytes, setup_catalog, subscribe, wallet
+from workers import media
+
+from .conftest import start_node, stop_node
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHARED_MEDIA = Path(tempfile.mkdtemp(prefix="retake-pipeline-media-"))
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings):
+    """One media root shared with the worker subprocesses (overrides the suite's per-test one)."""
+    settings.MEDIA_ROOT = SHARED_MEDIA
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(SHARED_MEDIA), "base_url": "/media/"},
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def node_pair(live_server) -> Iterator[list[str]]:
+    """Two single-slot reference nodes uploading to the live server's ingest endpoint."""
+    upload = f"{live_server.url}/ingest/{NODE_TOKEN}/"
+    started = [start_node(upload_url=upload) for _ in range(2)]
+    yield [url for url, _ in started]
+    for _, proc in started:
+        stop_node(proc)
+
+
+class Workers:
+    """Celery worker subprocesses (with embedded beat) on the test database and Redis."""
+
+    def __init__(self, live_url: str, tmp: Path) -> None:
+        db = connection.settings_dict
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}",
+            "REDIS_URL": settings.REDIS_URL,
+            "CELERY_BROKER_URL": "",
+            "MEDIA_ROOT": str(SHARED_MEDIA),
+            "STORAGE_BACKEND": "filesystem",
+            "PUBLIC_BASE_URL": live_url,
+            "TAKE_LEASE_SECONDS": "3",
+            "DISPATCH_INTERVAL_MS": "500",
+            "SWEEP_INTERVAL_MS": "1000",
+            "NODE_DOWN_AFTER_FAILURES": "2",
+            "NODE_TIMEOUT_SECONDS": "3",
+            "RETAKE_VAR_DIR": str(tmp),
+            "LOG_LEVEL": "WARNING",
+        }
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        argv = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
+            "-Q", ",".join(settings.CELERY_QUEUES_ALL), "-c", "2", "-l", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-s", str(self.tmp / f"beat-{len(self.procs)}"),
+            "-n", f"w{len(self.procs)}@%h",
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, env=self.env, cwd=settings.BASE_DIR, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        """SIGKILL the worker and its pool children (the whole process group)."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+@pytest.fixture
+def broker():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+def workers(live_server, broker, tmp_path, settings) -> Iterator[Workers]:
+    settings.PUBLIC_BASE_URL = live_server.url
+    pool = Workers(live_server.url, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def catalog(node_pair, settings, live_server):
+    """The demo models served by both reference nodes (one slot each)."""
+    settings.PUBLIC_BASE_URL = live_server.url
+    first = setup_catalog(base_url=node_pair[0])
+    second = Node.objects.create(
+        name="reference-2", pool=first.pool, base_url=node_pair[1], auth_token=NODE_TOKEN
+    )
+    second.served_models.set(first.served_models.all())
+    for url in node_pair:
+        _wait_idle(url)
+    return [first, second]
+
+
+def _wait_idle(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/health-check", timeout=2).json()["status"] == "READY":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"node {url} still busy")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+def take_status(take_id) -> str:
+    return Take.objects.get(pk=take_id).status
+
+
+def submit(client, **data) -> list[dict]:
+    data.setdefault("model", "wan2.1-t2v-1.3b")
+    data.setdefault("prompt", "a paper boat drifting down a rainy street")
+    data.setdefault("resolution", "480p")
+    data.setdefault("duration", 1)
+    data.setdefault("idempotency_key", f"k-{time.monotonic_ns()}")
+    response = client.post("/api/takes/", data)
+    assert response.status_code == 201, response.json()
+    return response.json()["takes"]
+
+
+def settle_entries(take: Take) -> int:
+    return LedgerEntry.objects.filter(hold_id=take.hold_id, kind="settle").count()
+
+
+def test_submitted_take_is_rendered_stored_measured_and_charged_exactly(
+    alice, acme, charlie, catalog, workers
+):
+    fund(acme, 100)
+    workers.start()
+    client = client_for(alice, acme)
+    [body] = submit(client, duration=2)
+    wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    info = media.probe(default_storage.path(take.output_original))
+    assert info.codec == "h264"
+    assert abs(info.duration_seconds - 2) < 0.1
+    assert abs(take.measured_duration - 2) < 0.1
+    assert default_storage.exists(take.output_poster)
+    assert default_storage.exists(take.output_preview)
+    # 2 s × 2 credits/s at 480p, charged once; the wallet holds nothing any more.
+    assert take.charged == 4
+    hold = Hold.objects.get(pk=take.hold_id)
+    assert hold.status == HoldStatus.SETTLED and hold.charged == 4
+    assert settle_entries(take) == 1
+    assert (wallet(acme).balance, wallet(acme).held) == (96, 0)
+    detail = client.get(f"/api/takes/{take.pk}/").json()
+    assert detail["status"] == "succeeded" and detail["charged"] == 4
+    assert httpx.get(detail["outputs"]["video"]).status_code == 200
+    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+
+    # A replayed (or forged) completion webhook changes nothing.
+    forged = {"id": str(take.pk), "status": "succeeded", "output": "data:video/mp4;base64,AAAA"}
+    base = settings.PUBLIC_BASE_URL
+    replay = httpx.post(f"{base}/webhooks/cog/{take.pk}/{take.webhook_secret}/", json=forged)
+    assert replay.status_code == 200
+    wrong = httpx.post(f"{base}/webhooks/cog/{take.pk}/not-the-secret/", json=forged)
+    assert wrong.status_code == 404
+    again = Take.objects.get(pk=take.pk)
+    assert (again.status, again.output_original, again.charged) == (
+        TakeStatus.SUCCEEDED,
+        take.output_original,
+        4,
+    )
+    assert settle_entries(take) == 1 and wallet(acme).balance == 96
+
+
+def test_image_to_video_starts_from_the_reference_image(alice, acme, charlie, catalog, workers):
+    fund(acme, 100)
+    workers.start()
+    image = SimpleUploadedFile("ref.png", png_bytes(320, 180, (250, 200, 10)), "image/png")
+    [body] = submit(client_for(alice, acme), model="wan2.1-i2v-14b", image=image)
+    wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    import av
+
+    with av.open(default_storage.path(take.output_original)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    mean = first.reshape(-1, 3).mean(axis=0)
+    assert np.allclose(mean, (250, 200, 10), atol=25), mean
+    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+
+
+def test_two_single_slot_nodes_never_run_two_takes_at_once(alice, acme, catalog, workers):
+    subscribe(acme, "studio")
+    fund(acme, 1000)
+    for node in catalog:
+        node.extra_input = {"speed": 0.5}
+        node.save()
+    workers.start()
+    bodies = submit(client_for(alice, acme), count=5, duration=1)
+    ids = [b["id"] for b in bodies]
+    worst = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        live = Take.objects.filter(pk__in=ids, status__in=["dispatching", "running"])
+        per_node = {}
+        for node_id in live.values_list("node_id", flat=True):
+            per_node[node_id] = per_node.get(node_id, 0) + 1
+        worst = max([worst, *per_node.values()])
+        if Take.objects.filter(pk__in=ids, status=TakeStatus.SUCCEEDED).count() == 5:
+            break
+        time.sleep(0.02)
+    takes = list(Take.objects.filter(pk__in=ids))
+    assert all(t.status == TakeStatus.SUCCEEDED for t in takes), [t.error for t in takes]
+    assert worst == 1
+    # The nodes never had to refuse one (a 409 would have cost an attempt).
+    assert all(t.attempts == 1 for t in takes)
+    assert {t.node_id for t in takes} == {n.pk for n in catalog}
+
+
+def test_killed_worker_mid_take_still_completes_and_charges_once(alice, acme, catalog, workers):
+    fund(acme, 100)
+    for node in catalog:
+        node.extra_input = {"speed": 1.5}
+        node.save()
+    first = workers.start()
+    [body] = submit(client_for(alice, acme), duration=2)
+    wait_until(lambda: take_status(body["id"]) == TakeStatus.RUNNING)
+    workers.kill(first)
+    workers.start()
+    wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    assert take.charged == 4 and settle_entries(take) == 1
+    assert wallet(acme).balance == 96 and wallet(acme).held == 0
+
+
+def test_killed_node_mid_render_retries_the_take_on_the_other_node(
+    alice, acme, catalog, workers, live_server
+):
+    fund(acme, 100)
+    doomed_url, doomed = start_node(upload_url=f"{live_server.url}/ingest/{NODE_TOKEN}/")
+    try:
+        # Only the doomed node is active at first, and it renders slowly.
+        catalog[0].state = catalog[1].state = "draining"
+        Node.objects.bulk_update(catalog, ["state"])
+        node = Node.objects.create(
+            name="doomed",
+            pool=catalog[0].pool,
+            base_url=doomed_url,
+            auth_token=NODE_TOKEN,
+            extra_input={"speed": 4},
+        )
+        node.served_models.set(catalog[0].served_models.all())
+        workers.start()
+        [body] = submit(client_for(alice, acme), duration=1)
+        wait_until(lambda: take_status(body["id"]) == TakeStatus.RUNNING)
+        os.kill(doomed.pid, signal.SIGKILL)
+        Node.objects.filter(pk=catalog[1].pk).update(state="active")
+        wait_until(
+            lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED),
+            timeout=90,
+        )
+    finally:
+        stop_node(doomed)
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    assert take.node_id == catalog[1].pk and take.attempts == 2
+    assert take.charged == 2 and wallet(acme).balance == 98
+    assert Node.objects.get(name="doomed").state == "down"
+
+
+def test_flushed_redis_loses_no_queued_take(alice, acme, catalog, workers, broker):
+    subscribe(acme, "standard")
+    fund(acme, 1000)
+    bodies = submit(client_for(alice, acme), count=3, duration=1)
+    assert broker.llen("dispatch") >= 1
+    broker.flushdb()
+    workers.start()
+    ids = [b["id"] for b in bodies]
+    wait_until(
+        lambda: Take.objects.filter(pk__in=ids, status=TakeStatus.SUCCEEDED).count() == 3,
+        timeout=90,
+    )
+
+
+def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
+    alice, acme, charlie, catalog, workers
+):
+    fund(acme, 100)
+    for node in catalog:
+        node.extra_input = {"speed": 5}
+        node.save()
+    workers.start()
+    client = client_for(alice, acme)
+    [body] = submit(client, duration=2)
+    wait_until(lambda: take_status(body["id"]) == TakeStatus.RUNNING)
+    assert client_for(charlie).post(f"/api/takes/{body['id']}/cancel/").status_code == 404
+    response = client.post(f"/api/takes/{body['id']}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "canceled"
+    take = Take.objects.get(pk=body["id"])
+    assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
+    assert (wallet(acme).balance, wallet(acme).held) == (100, 0)
+    # The node stops rendering: it is idle again well before the 10 s render would end.
+    _wait_idle(take.node.base_url, timeout=5)
+    time.sleep(1)
+    assert take_status(take.pk) == TakeStatus.CANCELED
