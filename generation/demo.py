@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from .catalog import register_node
 from .models import Node, NodePool, Route, RouteKind, VideoModel
 
 T2V = {"supports_text_to_video": True, "supports_image_to_video": False}
@@ -54,27 +55,22 @@ def seed_catalog(*, base_url: str | None = None, token: str | None = None) -> No
     pool, _ = NodePool.objects.update_or_create(
         slug="reference", defaults={"name": "Reference (CPU)"}
     )
-    node, _ = Node.objects.update_or_create(
-        name="reference-1",
-        defaults={
-            "pool": pool,
-            "base_url": base_url or f"http://127.0.0.1:{settings.REFERENCE_NODE_PORT}",
-            "auth_token": token or settings.REFERENCE_NODE_TOKEN,
-            "slots": 1,
-        },
-    )
     for slug, fields in MODELS.items():
         video_model, _ = VideoModel.objects.update_or_create(
             slug=slug, defaults={**COMMON, **fields}
         )
-        node.served_models.add(video_model)
         Route.objects.update_or_create(
             video_model=video_model,
             kind=RouteKind.NODE_POOL,
             pool=pool,
             defaults={"priority": 100, "is_active": True},
         )
-    return node
+    return register_node(
+        "reference-1",
+        base_url or f"http://127.0.0.1:{settings.REFERENCE_NODE_PORT}",
+        token=token or settings.REFERENCE_NODE_TOKEN,
+        pool_slug=pool.slug,
+    )
 
 
 def seed(stdout) -> None:

@@ -4,11 +4,13 @@ every command a service runs must exist in this project."""
 import importlib.util
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from django.conf import settings
 from django.core.management import get_commands
+from django.urls import resolve
 
 from config.celery import app as celery_app
 
@@ -49,6 +51,12 @@ def _assert_command_exists(argv: list[str], workdir: Path) -> None:
         if argv[2] == "cog.server.http":
             assert (workdir / "predict.py").is_file(), "the node image has no predict.py"
             assert (workdir / ".cog" / "openapi_schema.json").is_file()
+            if "--upload-url" in argv:
+                upload = urlsplit(argv[argv.index("--upload-url") + 1]).path
+                match = resolve(
+                    upload.replace("${REFERENCE_NODE_TOKEN:-", "").replace("}", "") + "x.mp4"
+                )
+                assert match.url_name == "ingest", f"{upload} is not the ingest endpoint"
     elif program == "python" and argv[1] == "-c":
         compile(argv[2], "<healthcheck>", "exec")
     else:
