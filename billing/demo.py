@@ -7,26 +7,11 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from .plans import BUILTIN_FREE_PLAN
+
 PLANS = [
-    dict(
-        slug="free",
-        name="Free",
-        sort_order=0,
-        monthly_credits=0,
-        daily_free_credits=20,
-        max_concurrent_takes=1,
-        queue_priority=0,
-        max_resolution="480p",
-        max_duration=5,
-        max_takes_per_batch=1,
-        watermark=True,
-        off_peak_allowed=False,
-        off_peak_free=False,
-        api_access=False,
-        team_seats=1,
-        retention_days=7,
-        prices={"CNY": 0, "USD": 0},
-    ),
+    # The built-in fallback's entitlements, plus 20 daily free credits.
+    {**BUILTIN_FREE_PLAN, "sort_order": 0, "daily_free_credits": 20},
     dict(
         slug="standard",
         name="Standard",
