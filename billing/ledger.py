@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -212,19 +212,23 @@ def grant_credits(
     if expires_at is not None and expires_at <= now:
         raise LedgerError(_("These credits would already have expired."))
 
-    lot = CreditLot.objects.dangerously_unscoped().create(
-        wallet=wallet,
-        workspace=workspace,
-        source=source,
-        amount=amount,
-        remaining=amount,
-        priority=DEFAULT_LOT_PRIORITY[source] if priority is None else priority,
-        effective_at=effective_at,
-        expires_at=expires_at,
-        idempotency_key=idempotency_key,
-        reason=reason[:500],
-        created_by=actor if getattr(actor, "pk", None) else None,
-    )
+    try:
+        with transaction.atomic():  # the same key racing in through another wallet
+            lot = CreditLot.objects.dangerously_unscoped().create(
+                wallet=wallet,
+                workspace=workspace,
+                source=source,
+                amount=amount,
+                remaining=amount,
+                priority=DEFAULT_LOT_PRIORITY[source] if priority is None else priority,
+                effective_at=effective_at,
+                expires_at=expires_at,
+                idempotency_key=idempotency_key,
+                reason=reason[:500],
+                created_by=actor if getattr(actor, "pk", None) else None,
+            )
+    except IntegrityError as exc:
+        raise _conflict(idempotency_key) from exc
     wallet.balance += amount
     _save_wallet(wallet)
     _entry(
@@ -306,16 +310,20 @@ def place_hold(
     if available < amount:
         raise InsufficientCredits(needed=amount, available=available)
 
-    hold = Hold.objects.dangerously_unscoped().create(
-        wallet=wallet,
-        workspace=workspace,
-        amount=amount,
-        member=member,
-        reason=reason[:500],
-        expires_at=expires_at,
-        created_at=now,
-        idempotency_key=idempotency_key,
-    )
+    try:
+        with transaction.atomic():  # the same key racing in through another wallet
+            hold = Hold.objects.dangerously_unscoped().create(
+                wallet=wallet,
+                workspace=workspace,
+                amount=amount,
+                member=member,
+                reason=reason[:500],
+                expires_at=expires_at,
+                created_at=now,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError as exc:
+        raise _conflict(idempotency_key) from exc
     need = amount
     for lot in lots:
         if need == 0:

@@ -253,3 +253,21 @@ def grant_daily_free_credits(now: datetime | None = None) -> int:
         grant_daily_free(Workspace(pk=workspace_id), plan, now=now)
         granted += 1
     return granted
+
+
+def grant_package_credits(
+    workspace, package, *, idempotency_key: str, paid_at: datetime
+) -> CreditLot:
+    """Credits bought as a package: a purchase lot valid for the package's days from payment.
+
+    The payment integration calls this per paid order, keyed by the order id; `paid_at`
+    comes from the order, so a replayed webhook asks for exactly the same lot.
+    """
+    return grant_credits(
+        workspace,
+        package.credits,
+        source=CreditSource.PURCHASE,
+        idempotency_key=idempotency_key,
+        expires_at=paid_at + timedelta(days=package.validity_days),
+        reason=f"Package {package.name}",
+    )

@@ -252,3 +252,15 @@ def test_actions_work_inside_a_request_with_the_tenancy_guard_on(acme, bob, staf
         adjust_credits(acme, -1, actor=staff, reason="fix", idempotency_key="a")
         assert plan_for(acme).slug == "free"
         assert ledger.available_credits(acme) == 24
+
+
+def test_a_key_used_by_another_workspace_conflicts(funded, charlie):
+    other = charlie.workspaces.get()
+    grant_credits(other, 10, source=CreditSource.PURCHASE, idempotency_key="c")
+    place_hold(funded, 5, idempotency_key="shared")
+    before = snapshot(other)
+    with pytest.raises(IdempotencyConflict):
+        place_hold(other, 5, idempotency_key="shared")
+    with pytest.raises(IdempotencyConflict):
+        grant_credits(other, 100, source=CreditSource.PURCHASE, idempotency_key="buy-1")
+    assert snapshot(other) == before

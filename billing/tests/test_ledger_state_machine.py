@@ -245,8 +245,8 @@ def test_ledger_state_machine_keeps_every_money_rule(db):
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
-            max_examples=30,
-            stateful_step_count=25,
+            max_examples=25,
+            stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
