@@ -5,7 +5,9 @@ PostgreSQL and Redis. Clips are short (1–2 s at 480p) to keep the suite fast.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from .conftest import start_node, stop_node
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SHARED_MEDIA = Path(tempfile.mkdtemp(prefix="retake-pipeline-media-"))
+atexit.register(shutil.rmtree, SHARED_MEDIA, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
