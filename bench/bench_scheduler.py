@@ -145,18 +145,14 @@ def _simulate(speeds: dict[int, float]) -> dict:
             render = take.duration_seconds * speeds[take.node_id]
             busy += render
             waits[str(take.pk)] = (now - take.created_at).total_seconds()
-            Take.objects.dangerously_unscoped().filter(pk=take.pk).update(
-                status=TakeStatus.RUNNING
-            )
+            Take.objects.dangerously_unscoped().filter(pk=take.pk).update(status=TakeStatus.RUNNING)
             heapq.heappush(running, (now + timedelta(seconds=render), str(take.pk), take.node_id))
         if queue_empty_at is None and not Take.objects.filter(status=TakeStatus.QUEUED).exists():
             queue_empty_at = now
         if not running:
             break
         now, take_id, _node = heapq.heappop(running)
-        Take.objects.dangerously_unscoped().filter(pk=take_id).update(
-            status=TakeStatus.SUCCEEDED
-        )
+        Take.objects.dangerously_unscoped().filter(pk=take_id).update(status=TakeStatus.SUCCEEDED)
     return {
         "waits": waits,
         "busy": busy,

@@ -211,8 +211,16 @@ def prediction_input(take: Take) -> dict[str, Any]:
     return data
 
 
+_clients: dict[tuple[str, str, float], CogClient] = {}
+
+
 def client_for(node: Node) -> CogClient:
-    return CogClient(node.base_url, node.auth_token, timeout=settings.NODE_TIMEOUT_SECONDS)
+    """A kept-alive client per node and process (building one costs more than a PUT)."""
+    key = (node.base_url, node.auth_token, float(settings.NODE_TIMEOUT_SECONDS))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = CogClient(node.base_url, node.auth_token, timeout=key[2])
+    return client
 
 
 def requeue(take_id, node_id: int, reason: str) -> None:
@@ -238,8 +246,7 @@ def send_to_node(take: Take) -> None:
     """PUT a claimed take to its node; the outcome arrives by webhook."""
     node = take.node
     try:
-        with client_for(node) as client:
-            state = client.submit(str(take.pk), prediction_input(take), webhook_url(take))
+        state = client_for(node).submit(str(take.pk), prediction_input(take), webhook_url(take))
     except NodeAtCapacity as exc:
         requeue(take.pk, node.pk, str(exc))
     except TransientBackendError as exc:

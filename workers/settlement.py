@@ -14,7 +14,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -40,6 +42,10 @@ def settle_take(take_id: uuid.UUID | str) -> Take | None:
     take = Take.objects.dangerously_unscoped().filter(pk=take_id).first()
     if take is None or take.status != TakeStatus.FINALIZING:
         return None
+    # Ours for one more lease: the sweeper re-drives only a settlement that went silent.
+    Take.objects.dangerously_unscoped().filter(pk=take.pk, status=TakeStatus.FINALIZING).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.TAKE_LEASE_SECONDS)
+    )
     workdir = tempfile.mkdtemp(prefix=f"take-{take.pk}-")
     try:
         original = os.path.join(workdir, "original.mp4")

@@ -43,8 +43,7 @@ def _extend_lease(take: Take) -> bool:
 def poll_take(take: Take) -> None:
     node = take.node
     try:
-        with client_for(node) as client:
-            state = client.poll(str(take.pk), prediction_input(take), webhook_url(take))
+        state = client_for(node).poll(str(take.pk), prediction_input(take), webhook_url(take))
     except PermanentBackendError as exc:
         from generation.lifecycle import fail_take
 
@@ -82,8 +81,7 @@ def redrive_overdue_takes(now=None) -> int:
 def check_node(node: Node) -> str:
     """Health-check one node and update its state; returns the status seen."""
     try:
-        with client_for(node) as client:
-            status = client.health()
+        status = client_for(node).health()
     except BackendError as exc:
         status = "UNREACHABLE"
         log.warning("node %s health check failed: %s", node, exc)

@@ -33,8 +33,7 @@ def cancel_on_node(node_id: int, take_id: str) -> bool:
     if node is None:
         return False
     try:
-        with dispatch.client_for(node) as client:
-            return client.cancel(take_id)
+        return dispatch.client_for(node).cancel(take_id)
     except BackendError:
         return False
 

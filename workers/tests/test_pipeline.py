@@ -5,7 +5,9 @@ PostgreSQL and Redis. Clips are short (1–2 s at 480p) to keep the suite fast.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from .conftest import start_node, stop_node
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SHARED_MEDIA = Path(tempfile.mkdtemp(prefix="retake-pipeline-media-"))
+atexit.register(shutil.rmtree, SHARED_MEDIA, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +125,7 @@ def broker():
 @pytest.fixture
 def workers(live_server, broker, tmp_path, settings) -> Iterator[Workers]:
     settings.PUBLIC_BASE_URL = live_server.url
+    settings.TAKE_LEASE_SECONDS = 3  # the live server sets leases too (webhooks)
     pool = Workers(live_server.url, tmp_path)
     yield pool
     pool.stop_all()
@@ -156,7 +160,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, step: float =
         if predicate():
             return
         time.sleep(step)
-    raise AssertionError("timed out waiting")
+    raise AssertionError(f"timed out waiting; takes: {_states()}")
+
+
+def _states() -> list:
+    return list(
+        Take.objects.values_list("status", "attempts", "lease_expires_at", "node_id", "error")
+    )
 
 
 def take_status(take_id) -> str:
@@ -273,7 +283,11 @@ def test_killed_worker_mid_take_still_completes_and_charges_once(alice, acme, ca
         node.save()
     first = workers.start()
     [body] = submit(client_for(alice, acme), duration=2)
-    wait_until(lambda: take_status(body["id"]) == TakeStatus.RUNNING)
+    # Kill it while it settles the take (probe, poster, preview, watermark, charge).
+    wait_until(
+        lambda: take_status(body["id"]) in (TakeStatus.FINALIZING, TakeStatus.SUCCEEDED),
+        step=0.01,
+    )
     workers.kill(first)
     workers.start()
     wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
