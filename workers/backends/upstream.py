@@ -8,7 +8,8 @@ canceled. Every method raises a `workers.backends` error, never an httpx one:
 - timeouts, connection errors, 5xx, 401/403 (our credentials) and malformed JSON are
   transient (the take moves to the next route);
 - 429 is `ProviderAtCapacity` (transient too);
-- other 4xx are permanent (the input itself was refused), moderation is `ModerationBlocked`.
+- other 4xx are permanent (the input itself was refused); one whose reason names moderation
+  is `ModerationBlocked`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
-from . import PermanentBackendError, ProviderAtCapacity, TransientBackendError
+from . import (
+    ModerationBlocked,
+    PermanentBackendError,
+    ProviderAtCapacity,
+    TransientBackendError,
+)
 
 if TYPE_CHECKING:
     from workers.models import Provider
@@ -172,6 +178,8 @@ class ProviderBackend:
             raise ProviderAtCapacity(f"{name}: 429 {detail}")
         if status >= 500 or status in (401, 403, 408):
             raise TransientBackendError(f"{name}: {status} {detail}")
+        if MODERATION_WORDS.search(detail):
+            raise ModerationBlocked(detail)
 
     def error_detail(self, body: Any) -> str:
         if isinstance(body, dict):
