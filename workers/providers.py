@@ -160,7 +160,7 @@ def apply_job_state(
     with transaction.atomic():
         take = (
             Take.objects.dangerously_unscoped()
-            .select_for_update()
+            .select_for_update(of=("self",))
             .select_related("provider")
             .filter(pk=take_id)
             .first()
