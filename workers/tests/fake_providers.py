@@ -72,6 +72,8 @@ class FakeProvider:
     # Seconds of video actually delivered (None: the duration asked for).
     deliver_seconds: float | None = None
     hang_seconds: float = 2.0
+    # When set, a job finishes this many seconds after submission and its webhook is sent.
+    auto_complete: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     files: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fake-provider-")))
 
@@ -83,6 +85,7 @@ class FakeProvider:
             self.status_faults.clear()
             self.outcome = "succeed"
             self.deliver_seconds = None
+            self.auto_complete = None
 
     def submissions(self) -> list[Call]:
         return [c for c in self.calls if c.method == "POST" and "cancel" not in c.path]
@@ -243,6 +246,11 @@ class FakeProvider:
             return {"type": "content_policy_violation", "msg": "The content could not be processed"}
         return {"type": "internal_error", "msg": "generation failed"}
 
+    def complete_and_call_back(self, job_id: str) -> None:
+        with self.lock:
+            self.finish(job_id)
+        self.deliver(job_id)
+
     def deliver(self, job_id: str, client=None):
         """POST the job's webhook: through a Django test client, or over HTTP."""
         url, body, headers = self.webhook(job_id)
@@ -358,6 +366,8 @@ def _handler(fake: FakeProvider) -> type[BaseHTTPRequestHandler]:
             job = FakeJob(uuid.uuid4().hex[:16], endpoint, data, webhook, "queued", fake.outcome)
             job.seconds = seconds
             fake.jobs[job.id] = job
+            if fake.auto_complete is not None and webhook:
+                threading.Timer(fake.auto_complete, fake.complete_and_call_back, [job.id]).start()
             return job
 
         def _progress(self, job_id: str) -> FakeJob | None:
