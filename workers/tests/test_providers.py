@@ -412,3 +412,24 @@ def test_credentials_from_an_environment_variable_and_missing_ones_fail_over(
     assert fakes["fal"].calls == []
     failed = ProviderJob.objects.get(take=take, provider=broken)
     assert failed.status == JobStatus.FAILED_OVER and "RETAKE_TEST_UNSET" in failed.error
+
+
+def test_routes_of_both_kinds_are_tried_by_priority(catalog, fakes, alice, acme):
+    """A provider route ahead of the node pool gets the take; at its limit, the pool does."""
+    fund(acme, 100)
+    subscribe(acme, "pro")
+    from generation.models import Route, RouteKind
+
+    Route.objects.filter(video_model__slug=MODEL, kind=RouteKind.NODE_POOL).update(
+        is_active=True, priority=100
+    )
+    fal = make_provider(fakes["fal"], max_concurrency=1)
+    route(MODEL, fal, 10)
+    first = submit(alice, acme)[0]
+    claimed = dispatch.claim_next()
+    assert (claimed.pk, claimed.provider_id, claimed.node_id) == (first.pk, fal.pk, None)
+    Take.objects.filter(pk=first.pk).update(status=TakeStatus.RUNNING)
+    second = submit(alice, acme)[0]
+    claimed = dispatch.claim_next()
+    assert claimed.pk == second.pk and claimed.provider_id is None
+    assert claimed.node.name == "reference-1"
