@@ -9,7 +9,7 @@ whose writers are serialized (immediate transactions), the same code runs one at
 
 Upstream providers are claimed the same way: a provider row is a set of slots (its
 concurrency limit), and a model's routes (node pools and providers) are tried in priority
-order, a provider that just failed this take last.
+order; providers that turned this take away (429, 5xx, timeout) go last.
 
 `send_take()` then PUTs the take to its node (async: the node answers at once, the
 outcome comes by webhook) or submits it to its provider (`workers.providers`). Nothing here
