@@ -80,7 +80,7 @@ def job_request(take: Take, route: Route, *, with_webhook: bool = True) -> JobRe
     """The take's parameters in the shape every provider backend maps from."""
     shot = take.shot
     return JobRequest(
-        take_id=str(take.pk),
+        attempt_id=f"{take.pk}-{take.attempts}",
         model=route.provider_model,
         prompt=shot.prompt,
         negative_prompt=shot.negative_prompt,

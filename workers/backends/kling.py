@@ -58,7 +58,7 @@ class KlingBackend(ProviderBackend):
             "image": raw_base64(request.image) if request.image else None,
             "image_tail": raw_base64(request.last_frame) if request.last_frame else None,
             "callback_url": request.webhook_url or None,
-            "external_task_id": request.take_id,
+            "external_task_id": request.attempt_id,
         }
         data.update(request.extra)
         return {k: v for k, v in data.items() if v is not None}

@@ -52,7 +52,8 @@ class WebhookRejected(Exception):
 class JobRequest:
     """A take as every provider sees it, before mapping onto its own fields."""
 
-    take_id: str
+    # Our id of this attempt (take id and attempt number), for providers that keep one.
+    attempt_id: str
     model: str
     prompt: str
     negative_prompt: str = ""

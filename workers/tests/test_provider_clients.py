@@ -45,7 +45,7 @@ def provider_for(fake, **fields) -> Provider:
 
 def request(kind: str, **fields) -> JobRequest:
     values = {
-        "take_id": "7f1d2c3b-0000-4000-8000-000000000001",
+        "attempt_id": "7f1d2c3b-0000-4000-8000-000000000001-1",
         "model": PROVIDER_MODELS[kind],
         "prompt": "a heron lifts off a misty lake",
         "negative_prompt": "blurry",
@@ -137,6 +137,7 @@ def test_kling_signs_a_jwt_and_uses_image2video_with_raw_base64(fakes):
     body = call.json()
     assert body["image"] == IMAGE.partition(",")[2] and body["image_tail"] == LAST.partition(",")[2]
     assert body["model_name"] == "kling-v1-6" and body["duration"] == "5"
+    assert body["external_task_id"] == "7f1d2c3b-0000-4000-8000-000000000001-1"
     assert body["callback_url"] == "https://retake.example/webhooks/providers/x/y/"
     assert "aspect_ratio" not in body
     claims = jwt.decode(
