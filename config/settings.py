@@ -331,3 +331,18 @@ MODERATION_HOOK = env_str("MODERATION_HOOK", "generation.moderation.blocklist")
 MODERATION_BLOCKLIST = env_list("MODERATION_BLOCKLIST", "")
 # The largest output file a node may upload to /ingest/.
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 2 * 1024 * 1024 * 1024)
+
+# --- Upstream providers -----------------------------------------------------------------
+# Fernet key that encrypts provider credentials stored in the database; empty derives one
+# from SECRET_KEY (then rotating SECRET_KEY means entering stored credentials again).
+PROVIDER_CREDENTIALS_KEY = env_str("PROVIDER_CREDENTIALS_KEY", "")
+# Seconds an upstream API may take to answer one request before it counts as transient.
+PROVIDER_TIMEOUT_SECONDS = env_int("PROVIDER_TIMEOUT_SECONDS", 20)
+# Provider takes are polled this often when no webhook has arrived (Runway has none).
+PROVIDER_POLL_SECONDS = env_int("PROVIDER_POLL_SECONDS", 15)
+# A provider job still unfinished after this long is cancelled there and the take moves on.
+PROVIDER_MAX_RUNTIME_SECONDS = env_int("PROVIDER_MAX_RUNTIME_SECONDS", 1800)
+# Replicate webhooks older or newer than this are refused (replay protection).
+PROVIDER_WEBHOOK_TOLERANCE_SECONDS = env_int("PROVIDER_WEBHOOK_TOLERANCE_SECONDS", 300)
+# The largest output file copied from a provider into storage.
+PROVIDER_OUTPUT_MAX_BYTES = env_int("PROVIDER_OUTPUT_MAX_BYTES", 2 * 1024 * 1024 * 1024)

@@ -59,7 +59,7 @@ def fail_take(take_id: uuid.UUID | str, error: str) -> Take | None:
 
 def cancel_take(take: Take) -> Take:
     """Cancel a take that has not delivered yet; a running one is also stopped on its node."""
-    node = take.node
+    node, provider_id = take.node, take.provider_id
     ended = end_without_delivery(
         take.pk,
         TakeStatus.CANCELED,
@@ -76,6 +76,8 @@ def cancel_take(take: Take) -> Take:
         )
     if node is not None:
         transaction.on_commit(lambda: _cancel_on_node(node.pk, str(take.pk)))
+    if provider_id is not None:
+        transaction.on_commit(lambda: _cancel_on_provider(provider_id, str(take.pk)))
     return ended
 
 
@@ -84,6 +86,13 @@ def _cancel_on_node(node_id: int, take_id: str) -> None:
 
     cancel_on_node.delay(node_id, take_id)
     dispatch_takes.delay()  # its slot is free
+
+
+def _cancel_on_provider(provider_id: int, take_id: str) -> None:
+    from workers.tasks import cancel_on_provider, dispatch_takes
+
+    cancel_on_provider.delay(provider_id, take_id)
+    dispatch_takes.delay()
 
 
 def expire_overdue_takes(now=None) -> int:

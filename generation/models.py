@@ -95,6 +95,7 @@ class Node(models.Model):
 
 class RouteKind(models.TextChoices):
     NODE_POOL = "node_pool", _("GPU node pool")
+    PROVIDER = "provider", _("Upstream provider")
 
 
 class Route(models.Model):
@@ -105,6 +106,14 @@ class Route(models.Model):
     pool = models.ForeignKey(
         NodePool, on_delete=models.CASCADE, related_name="routes", null=True, blank=True
     )
+    provider = models.ForeignKey(
+        "workers.Provider", on_delete=models.CASCADE, related_name="routes", null=True, blank=True
+    )
+    # The provider's name for the model: Replicate "owner/name" (or a version id), a fal
+    # app id, a Kling model_name, a Runway model.
+    provider_model = models.CharField(max_length=200, blank=True)
+    # Provider-specific fields merged into every request on this route (e.g. Kling "mode").
+    extra_input = models.JSONField(default=dict, blank=True)
     priority = models.PositiveSmallIntegerField(default=100)
     is_active = models.BooleanField(default=True)
 
@@ -115,10 +124,20 @@ class Route(models.Model):
                 condition=~models.Q(kind="node_pool") | models.Q(pool__isnull=False),
                 name="route_node_pool_has_pool",
             ),
+            models.CheckConstraint(
+                condition=~models.Q(kind="provider")
+                | (models.Q(provider__isnull=False) & ~models.Q(provider_model="")),
+                name="route_provider_has_provider_and_model",
+            ),
+            models.UniqueConstraint(
+                fields=["video_model", "provider"],
+                condition=models.Q(provider__isnull=False),
+                name="route_one_per_model_and_provider",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.video_model} → {self.pool or self.kind}"
+        return f"{self.video_model} → {self.pool or self.provider or self.kind}"
 
 
 class Project(WorkspaceOwned):
@@ -231,6 +250,12 @@ class Take(WorkspaceOwned):
     previous_node = models.ForeignKey(
         Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The upstream provider running the current attempt (instead of a node).
+    provider = models.ForeignKey(
+        "workers.Provider", on_delete=models.SET_NULL, null=True, blank=True, related_name="takes"
+    )
+    # What the provider jobs of this take cost the platform, in credits (margin reporting).
+    provider_cost = models.DecimalField(max_digits=12, decimal_places=4, default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)

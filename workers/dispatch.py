@@ -7,8 +7,13 @@ its plan's `max_concurrent_takes`. On PostgreSQL node rows and take rows are cla
 `SELECT … FOR UPDATE SKIP LOCKED`, so several dispatchers work side by side; on SQLite,
 whose writers are serialized (immediate transactions), the same code runs one at a time.
 
-`send_to_node()` then PUTs the take to its node (async: the node answers at once, the
-outcome comes by webhook). Nothing here waits for a GPU.
+Upstream providers are claimed the same way: a provider row is a set of slots (its
+concurrency limit), and a model's routes (node pools and providers) are tried in priority
+order; providers that turned this take away (429, 5xx, timeout) go last.
+
+`send_take()` then PUTs the take to its node (async: the node answers at once, the
+outcome comes by webhook) or submits it to its provider (`workers.providers`). Nothing here
+waits for a GPU.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from generation.models import (
 
 from .backends import NodeAtCapacity, PermanentBackendError, TransientBackendError
 from .backends.cog import CogClient
+from .models import JobStatus, Provider, ProviderJob
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,42 @@ def eligible_queued(now) -> QuerySet:
     return queryset
 
 
-def _routes_by_model(nodes: list[Node]) -> dict[int, list[Node]]:
-    """Model id → free nodes that may serve it, best route first, most free slots first."""
+def takes_on_providers(provider_ids) -> dict[int, int]:
+    return dict(
+        Take.objects.dangerously_unscoped()
+        .filter(provider_id__in=provider_ids, status__in=ACTIVE_ON_NODE)
+        .order_by()
+        .values("provider_id")
+        .annotate(n=Count("pk"))
+        .values_list("provider_id", "n")
+    )
+
+
+def _free_providers() -> list[Provider]:
+    """Active providers below their concurrency limit (rows locked like nodes)."""
+    providers = list(
+        _locked(Provider.objects.filter(is_active=True).order_by("id"), skip_locked=True)
+    )
+    busy = takes_on_providers([p.pk for p in providers])
+    return [p for p in providers if p.max_concurrency > busy.get(p.pk, 0)]
+
+
+def _failed_over(take_ids) -> dict:
+    """Take id → providers that turned it away (429, 5xx, timeout) on an earlier attempt."""
+    result: dict = defaultdict(set)
+    jobs = ProviderJob.objects.dangerously_unscoped().filter(
+        take_id__in=take_ids, status=JobStatus.FAILED_OVER
+    )
+    for take_id, provider_id in jobs.values_list("take_id", "provider_id"):
+        result[take_id].add(provider_id)
+    return result
+
+
+def _routes_by_model(
+    nodes: list[Node], providers: list[Provider] = ()
+) -> dict[int, list[Node | Provider]]:
+    """Model id → free nodes and providers that may serve it, best route first (most free
+    slots first within a pool)."""
     by_pool: dict[int, list[Node]] = defaultdict(list)
     for node in nodes:
         by_pool[node.pool_id].append(node)
@@ -108,11 +148,17 @@ def _routes_by_model(nodes: list[Node]) -> dict[int, list[Node]]:
             "node_id", "videomodel_id"
         )
     )
-    result: dict[int, list[Node]] = defaultdict(list)
+    free_providers = {p.pk: p for p in providers}
+    result: dict[int, list[Node | Provider]] = defaultdict(list)
     routes = Route.objects.filter(
-        is_active=True, kind=RouteKind.NODE_POOL, pool_id__in=by_pool
+        Q(kind=RouteKind.NODE_POOL, pool_id__in=by_pool)
+        | Q(kind=RouteKind.PROVIDER, provider_id__in=free_providers),
+        is_active=True,
     ).order_by("priority", "id")
     for route in routes:
+        if route.kind == RouteKind.PROVIDER:
+            result[route.video_model_id].append(free_providers[route.provider_id])
+            continue
         pool_nodes = sorted(by_pool[route.pool_id], key=lambda n: -n.free)
         for node in pool_nodes:
             if (node.pk, route.video_model_id) in served and node not in result[
@@ -135,9 +181,10 @@ def claim_next(now=None) -> Take | None:
             node.free = node.slots - busy.get(node.pk, 0)
             if node.free > 0:
                 free_nodes.append(node)
-        if not free_nodes:
+        free_providers = _free_providers()
+        if not free_nodes and not free_providers:
             return None
-        candidates_for = _routes_by_model(free_nodes)
+        candidates_for = _routes_by_model(free_nodes, free_providers)
         if not candidates_for:
             return None
         queued = eligible_queued(now).filter(video_model_id__in=list(candidates_for))
@@ -145,6 +192,7 @@ def claim_next(now=None) -> Take | None:
             _locked(queue_order(queued, now), skip_locked=True, of=("self",))[:CLAIM_WINDOW]
         )
         full_workspaces: set[int] = set()
+        turned_away = _failed_over([take.pk for take in window])
         for take in window:
             if take.workspace_id in full_workspaces:
                 continue
@@ -159,10 +207,19 @@ def claim_next(now=None) -> Take | None:
                 full_workspaces.add(take.workspace_id)
                 continue
             options = candidates_for[take.video_model_id]
-            others = [n for n in options if n.pk != take.previous_node_id]
-            node = (others or options)[0]
+            others = [
+                target
+                for target in options
+                if not (
+                    target.pk == take.previous_node_id
+                    if isinstance(target, Node)
+                    else target.pk in turned_away[take.pk]
+                )
+            ]
+            target = (others or options)[0]
             take.status = TakeStatus.DISPATCHING
-            take.node = node
+            take.node = target if isinstance(target, Node) else None
+            take.provider = target if isinstance(target, Provider) else None
             take.attempts += 1
             take.progress = 0
             take.dispatched_at = now
@@ -173,6 +230,7 @@ def claim_next(now=None) -> Take | None:
                 update_fields=[
                     "status",
                     "node",
+                    "provider",
                     "attempts",
                     "progress",
                     "dispatched_at",
@@ -223,12 +281,14 @@ def client_for(node: Node) -> CogClient:
     return client
 
 
-def requeue(take_id, node_id: int, reason: str) -> None:
-    """Put a take that could not run on `node_id` back in the queue (or fail it when out
-    of attempts). Only acts if the take is still on that node."""
+def requeue(take_id, node_id: int | None, reason: str, *, provider_id: int | None = None) -> None:
+    """Put a take that could not run on `node_id` (or at `provider_id`) back in the queue,
+    or fail it when out of attempts. Only acts if the take is still there."""
     with transaction.atomic():
         take = _locked(Take.objects.dangerously_unscoped().filter(pk=take_id)).get()
         if take.status not in ACTIVE_ON_NODE or take.node_id != node_id:
+            return
+        if take.provider_id != provider_id:
             return
         if take.attempts >= settings.TAKE_MAX_ATTEMPTS:
             fail_take(take.pk, f"Gave up after {take.attempts} attempts: {reason}")
@@ -237,9 +297,19 @@ def requeue(take_id, node_id: int, reason: str) -> None:
         take.status = TakeStatus.QUEUED
         take.previous_node_id = node_id
         take.node = None
+        take.provider = None
         take.progress = 0
         take.lease_expires_at = None
-        take.save(update_fields=["status", "previous_node", "node", "progress", "lease_expires_at"])
+        take.save(
+            update_fields=[
+                "status",
+                "previous_node",
+                "node",
+                "provider",
+                "progress",
+                "lease_expires_at",
+            ]
+        )
 
 
 def send_to_node(take: Take) -> None:
@@ -259,6 +329,16 @@ def send_to_node(take: Take) -> None:
         apply_prediction(take.pk, state, node_id=node.pk)
 
 
+def send_take(take: Take) -> None:
+    """Send a claimed take where it was placed: its node, or its upstream provider."""
+    if take.provider_id is not None:
+        from .providers import send_to_provider
+
+        send_to_provider(take)
+    else:
+        send_to_node(take)
+
+
 def dispatch_pending(limit: int = 1000) -> int:
     """Claim and send takes until nothing fits; returns how many were sent."""
     sent = 0
@@ -266,7 +346,7 @@ def dispatch_pending(limit: int = 1000) -> int:
         take = claim_next()
         if take is None:
             break
-        send_to_node(take)
+        send_take(take)
         sent += 1
     return sent
 

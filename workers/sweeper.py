@@ -1,6 +1,8 @@
 """The sweeper: beat's safety net, so a lost message or a dead process delays a take but
 never loses it.
 
+- takes at an upstream provider are polled when no webhook came before their lease ran
+  out (`workers.providers.poll_take`);
 - takes whose lease ran out while on a node are polled (the submit PUT is re-sent; the
   node answers with the current state, or starts the take again if it forgot it); an
   unreachable node sends the take back to the queue for another node;
@@ -62,7 +64,7 @@ def redrive_overdue_takes(now=None) -> int:
     overdue = list(
         Take.objects.dangerously_unscoped()
         .filter(status__in=(*ACTIVE_ON_NODE, TakeStatus.FINALIZING), lease_expires_at__lt=now)
-        .select_related("node", "shot")
+        .select_related("node", "provider", "shot")
     )
     count = 0
     for take in overdue:
@@ -71,6 +73,10 @@ def redrive_overdue_takes(now=None) -> int:
         count += 1
         if take.status == TakeStatus.FINALIZING:
             process_take_output.delay(str(take.pk))
+        elif take.provider_id is not None:
+            from .providers import poll_take as poll_provider_take
+
+            poll_provider_take(take)
         elif take.node is None:
             requeue(take.pk, None, "lost its node")
         else:

@@ -9,7 +9,7 @@ from celery import shared_task
 
 from generation.models import Node
 
-from . import dispatch, settlement, sweeper
+from . import dispatch, providers, settlement, sweeper
 from .backends import BackendError
 
 
@@ -36,6 +36,17 @@ def cancel_on_node(node_id: int, take_id: str) -> bool:
         return dispatch.client_for(node).cancel(take_id)
     except BackendError:
         return False
+
+
+@shared_task(name="workers.tasks.process_provider_output")
+def collect_provider_output(take_id: str) -> bool:
+    """Copy a provider's output into storage at once (its URL expires), then settle it."""
+    return providers.collect_output(take_id)
+
+
+@shared_task(name="workers.tasks.cancel_on_provider")
+def cancel_on_provider(provider_id: int, take_id: str) -> bool:
+    return providers.cancel_job(provider_id, take_id)
 
 
 @shared_task(name="workers.tasks.sweep_takes")

@@ -9,5 +9,10 @@ urlpatterns = [
         webhooks.cog_webhook,
         name="cog_webhook",
     ),
+    path(
+        "webhooks/providers/<uuid:take_id>/<str:secret>/",
+        webhooks.provider_webhook,
+        name="provider_webhook",
+    ),
     path("ingest/<str:token>/<str:filename>", webhooks.ingest, name="ingest"),
 ]

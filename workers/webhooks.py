@@ -1,4 +1,5 @@
-"""HTTP endpoints nodes call: prediction webhooks and output uploads (ingest).
+"""HTTP endpoints nodes and providers call: prediction webhooks, provider callbacks and
+output uploads (ingest).
 
 Webhooks carry the take's per-attempt secret in the path (Cog cannot sign them); uploads
 carry the node's token in the path (Cog's uploader sends no credentials of its own, only
@@ -16,7 +17,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from .callbacks import apply_prediction, nodes_for_token, store_upload
+from generation.models import Take
+
+from .backends.upstream import WebhookRejected, backend_for
+from .callbacks import apply_prediction, nodes_for_token, secret_matches, store_upload
+from .credentials import CredentialError
+from .providers import apply_job_state
 
 CHUNK = 1024 * 1024
 
@@ -31,6 +37,30 @@ def cog_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
     if not isinstance(payload, dict):
         return JsonResponse({"detail": "body must be a JSON prediction"}, status=400)
     if not apply_prediction(take_id, payload, secret=secret):
+        return JsonResponse({"detail": "not found"}, status=404)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+def provider_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
+    """An upstream provider's callback for a take's current attempt (the secret in the
+    path is per attempt; Replicate's Standard Webhooks signature is checked as well)."""
+    take = (
+        Take.objects.dangerously_unscoped()
+        .select_related("provider")
+        .filter(pk=take_id, provider__isnull=False)
+        .first()
+    )
+    if take is None or not secret_matches(secret, take.webhook_secret):
+        return JsonResponse({"detail": "not found"}, status=404)
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    try:
+        with backend_for(take.provider) as backend:
+            state = backend.parse_webhook(headers, request.body)
+    except (WebhookRejected, CredentialError) as exc:
+        return JsonResponse({"detail": str(exc)}, status=400)
+    if not apply_job_state(take.pk, state, secret=secret):
         return JsonResponse({"detail": "not found"}, status=404)
     return JsonResponse({"ok": True})
 

@@ -223,3 +223,25 @@ def idle_node(cog_node: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def reference() -> ModuleType:
     return load_reference_predictor()
+
+
+@pytest.fixture(scope="session")
+def fake_servers(reference: ModuleType) -> Iterator[dict]:
+    """One local fake per upstream provider (see fake_providers.py), for the session."""
+    from .fake_providers import start_fake
+
+    started = {
+        kind: start_fake(kind, reference) for kind in ("replicate", "fal", "kling", "runway")
+    }
+    yield {kind: fake for kind, (fake, _) in started.items()}
+    for _, server in started.values():
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fakes(fake_servers: dict) -> dict:
+    """The fake providers, with no jobs, calls or queued faults left from other tests."""
+    for fake in fake_servers.values():
+        fake.reset()
+    return fake_servers
