@@ -50,6 +50,12 @@ def test_parallel_dispatchers_respect_each_providers_limit(fakes, alice, acme):
         thread.join()
     assert errors == []
     placed = Take.objects.filter(status=TakeStatus.DISPATCHING)
+    # A dispatcher that finds the provider rows locked by another skips this round, so how
+    # many land concurrently depends on timing; never more than each limit does not.
+    assert placed.filter(provider=small).count() <= 2
+    assert placed.filter(provider=large).count() <= 3
+    while dispatch.claim_next() is not None:
+        pass
     assert placed.filter(provider=small).count() == 2
     assert placed.filter(provider=large).count() == 3
     assert Take.objects.filter(status=TakeStatus.QUEUED).count() == 3
