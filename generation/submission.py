@@ -222,6 +222,16 @@ def _validate(spec: TakeSpec, video_model: VideoModel | None, plan, has_image: b
     )
 
 
+def check_spec(workspace, spec: TakeSpec, *, has_image: bool) -> tuple[TakeSpec, VideoModel]:
+    """Validate a spec as `submit_takes` would, writing nothing: the studio's live check.
+
+    Returns the spec with defaults filled and the model; raises SubmissionError.
+    """
+    video_model = VideoModel.objects.filter(slug=spec.model, is_active=True).first()
+    plan = plans.plan_for(workspace)
+    return _validate(spec, video_model, plan, has_image=has_image), video_model
+
+
 def _fingerprint(spec: TakeSpec, image: bytes | None, extra: str = "") -> str:
     payload = json.dumps(asdict(spec), sort_keys=True) + extra
     digest = hashlib.sha256(payload.encode())
