@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -197,7 +198,9 @@ def studio(request: HttpRequest) -> HttpResponse:
             request,
             _("%(n)d take(s) submitted. They appear below as they render.") % {"n": len(takes)},
         )
-        return redirect(f"{reverse('studio')}#takes")
+        # Back to the form with the same model and mode, the new takes below it.
+        query = urlencode({"model": takes[0].video_model.slug, "mode": takes[0].mode})
+        return redirect(f"{reverse('studio')}?{query}#takes")
     models = list(VideoModel.objects.filter(is_active=True))
     context = _studio_context(request, _initial(request, models))
     context.update(_grid_context(request, None))
