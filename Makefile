@@ -22,6 +22,8 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	# The browser tests drive Debian's Chromium (Playwright's own download does not work here).
+	test -x /usr/bin/chromium || apt-get install -y chromium
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	CELERY_BROKER_URL= \
