@@ -192,12 +192,12 @@ def pricing_page(request: HttpRequest) -> HttpResponse:
         ],
         "off_peak": off_peak,
         "opens_at": opens,
-        "opens_in": _duration(opens - now) if opens else "",
+        "opens_in": countdown(opens - now) if opens else "",
     }
     return render(request, "billing/pricing.html", context)
 
 
-def _duration(delta) -> str:
+def countdown(delta) -> str:
     """ "3 h 12 min" (or "12 min"): how long until the next off-peak window."""
     minutes = max(0, int(delta.total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)
