@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core import mail
+from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from accounts.models import Membership
@@ -226,9 +229,7 @@ def test_a_failed_take_shows_no_charge(page: Page, catalog, workers, shared_medi
     fill_studio(page)
     page.get_by_test_id("generate").click()
     page.wait_for_url(re.compile(r"/studio/"))
-    expect(page.locator(TERMINAL_SELECTOR.format(status="failed"))).to_have_count(
-        1, timeout=60_000
-    )
+    expect(page.locator(TERMINAL_SELECTOR.format(status="failed"))).to_have_count(1, timeout=60_000)
     expect(page.get_by_test_id("no-charge")).to_contain_text("cost nothing")
     take = Take.objects.get(workspace=workspace)
     assert take.status == TakeStatus.FAILED and take.charged == 0
@@ -277,9 +278,35 @@ def test_switching_to_chinese_translates_the_studio(page: Page, alice, acme, bob
     screenshot(page, "team-zh")
 
 
+def _a_day_of_takes(workspace, user, node) -> None:
+    """Takes finished over the last hours (so the chart has bars) and a few still queued."""
+    from unittest import mock
+
+    from generation.submission import TakeSpec, submit_takes
+
+    spec = TakeSpec(
+        model="wan2.1-t2v-1.3b", prompt="a kite", resolution="480p", duration=2, count=4
+    )
+    now = timezone.now()
+    for hour in range(0, 20, 3):
+        with mock.patch("workers.tasks.dispatch_takes.delay"):
+            takes = submit_takes(workspace, user, spec, idempotency_key=f"ops-{hour}")
+        finished = now - timedelta(hours=hour)
+        for index, take in enumerate(takes[: 1 + hour % 4]):
+            Take.objects.filter(pk=take.pk).update(
+                status=TakeStatus.SUCCEEDED if index else TakeStatus.FAILED,
+                charged=4 if index else 0,
+                node=node,
+                dispatched_at=finished - timedelta(seconds=12),
+                finished_at=finished,
+            )
+
+
 def test_staff_see_the_operations_page_from_the_admin(page: Page, alice, acme, charlie):
-    setup_catalog()
-    seed_plans()
+    node = setup_catalog()
+    Node.objects.filter(pk=node.pk).update(cost_per_gpu_second=Decimal("0.4"))
+    subscribe(acme, "standard")
+    _a_day_of_takes(acme, alice, node)
     staff = make_user("ops@example.com", PASSWORD)
     staff.is_staff = staff.is_superuser = True
     staff.save()

@@ -148,7 +148,7 @@ def hourly_chart(hours: list[Hour], *, width: int = 720, height: int = 220) -> d
                 "h1": round(ch, 1),
                 "y2": round(pad_top + plot_h - gh, 1),
                 "h2": round(gh, 1),
-                "label": h.start.strftime("%H") if i % 3 == 0 else "",
+                "label": timezone.localtime(h.start).strftime("%H") if i % 3 == 0 else "",
                 "lx": round(x + slot / 2, 1),
             }
         )
