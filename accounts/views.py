@@ -24,7 +24,7 @@ class WorkspaceForm(forms.Form):
 
 class InviteForm(forms.Form):
     email = forms.EmailField(label=gettext_lazy("E-mail"))
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, label=gettext_lazy("Role"))
 
 
 class RoleForm(forms.Form):

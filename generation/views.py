@@ -284,6 +284,7 @@ def take_view(take: Take) -> dict:
         "preview": signed_media_url(take.output_preview) if done and take.output_preview else "",
         "video": signed_media_url(take.output_original) if done and take.output_original else "",
         "price": take.quote.get("total", 0),
+        "mode_label": dict(pricing.Mode.choices).get(take.mode, take.mode),
         "free_failure": take.status in TERMINAL and not done,
     }
 

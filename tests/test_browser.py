@@ -261,20 +261,28 @@ def test_an_outsider_cannot_open_another_workspaces_take(page: Page, alice, acme
 
 
 def test_switching_to_chinese_translates_the_studio(page: Page, alice, acme, bob, charlie):
+    from billing.ledger import place_hold, settle_hold
+
     setup_catalog()
     seed_plans()
     fund(acme, 50)
+    for member, charge in ((alice, 6), (bob, 4)):
+        hold = place_hold(acme, 6, idempotency_key=f"zh-{member.pk}", member=member)
+        settle_hold(hold, charge, idempotency_key=f"zh-{member.pk}:settle")
     sign_in(page, alice.email)
-    page.goto("/studio/")
+    with page.expect_navigation():
+        page.get_by_test_id("workspace-switcher").select_option(label="Acme")
+    page.goto("/studio/?model=wan2.1-t2v-1.3b")
     expect(page.get_by_test_id("generate")).to_have_text("Generate")
-    page.get_by_test_id("language-switcher").select_option("zh-hans")
-    page.wait_for_load_state("load")
+    with page.expect_navigation():
+        page.get_by_test_id("language-switcher").select_option("zh-hans")
     expect(page.get_by_test_id("generate")).to_have_text("生成")
     expect(page.locator("h1")).to_have_text("工作室")
-    expect(page.get_by_test_id("quote-total")).to_contain_text("积分")
+    expect(page.get_by_test_id("quote-total")).to_contain_text("合计")
+    expect(page.get_by_test_id("quote-after")).to_contain_text("余额 40 → 生成后")
     screenshot(page, "studio-zh")
     page.goto("/team/")
-    expect(page.get_by_test_id("member-spend").first).to_contain_text("积分")
+    expect(page.get_by_test_id("member-spend")).to_have_text(["6 积分", "4 积分"])
     screenshot(page, "team-zh")
 
 
