@@ -150,6 +150,8 @@ class Shot(WorkspaceOwned):
     negative_prompt = models.TextField(blank=True)
     # Storage name (default_storage) of the reference image, if any.
     reference_image = models.CharField(max_length=300, blank=True)
+    # Storage name of the frame the video ends on (first+last frame models), if any.
+    last_frame_image = models.CharField(max_length=300, blank=True)
     # The take the creator keeps for this shot (generation.curation.choose_take).
     chosen_take = models.ForeignKey(
         "Take", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

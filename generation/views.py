@@ -188,6 +188,7 @@ def studio(request: HttpRequest) -> HttpResponse:
                 idempotency_key=request.POST.get("idempotency_key", ""),
                 image=request.FILES.get("image"),
                 project=project,
+                last_frame=request.FILES.get("last_frame"),
             )
         except SubmissionError as exc:
             initial = {key: request.POST.get(key, "") for key in request.POST}
@@ -239,7 +240,10 @@ def studio_quote(request: HttpRequest) -> HttpResponse:
             context["needs_prompt"] = True
             spec = replace(spec, prompt="-")
         spec, video_model = check_spec(
-            workspace, spec, has_image=request.GET.get("has_image") == "1"
+            workspace,
+            spec,
+            has_image=request.GET.get("has_image") == "1",
+            has_last_frame=request.GET.get("has_last_frame") == "1",
         )
         quote = pricing.quote_for(
             workspace,

@@ -67,9 +67,9 @@ def test_ledger_filters_by_kind_and_date_and_exports_csv(alice, acme, charlie):
     everything = list(csv.DictReader(io.StringIO(full)))
     assert {r["kind"] for r in everything} == {"grant", "hold", "settle"}
     outsider = client_for(charlie).get("/wallet/ledger.csv").content.decode()
-    assert outsider.strip().splitlines() == [",".join(
-        ["time", "kind", "amount", "held_change", "charged", "balance_after", "reason"]
-    )]
+    assert outsider.strip().splitlines() == [
+        ",".join(["time", "kind", "amount", "held_change", "charged", "balance_after", "reason"])
+    ]
 
 
 def test_csv_neutralises_formula_like_reasons(alice, acme):

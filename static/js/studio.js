@@ -1,22 +1,27 @@
-// The studio form: preview the reference image and tell the quote whether one is attached.
+// The studio form: preview the reference frames and tell the quote which ones are attached.
 (function () {
-  function wire() {
-    var input = document.getElementById("image");
-    var flag = document.getElementById("has_image");
-    var preview = document.getElementById("image-preview");
+  function wireOne(name, flagId) {
+    var input = document.getElementById(name);
+    var flag = document.getElementById(flagId);
+    var preview = document.getElementById(name + "-preview");
     if (flag) flag.value = input && input.files && input.files.length ? "1" : "0";
     if (!input || input.dataset.wired) return;
     input.dataset.wired = "1";
     input.addEventListener("change", function () {
       var file = input.files && input.files[0];
-      flag.value = file ? "1" : "0";
-      if (file && preview) {
+      if (flag) flag.value = file ? "1" : "0";
+      if (!preview) return;
+      if (file) {
         preview.src = URL.createObjectURL(file);
         preview.hidden = false;
-      } else if (preview) {
+      } else {
         preview.hidden = true;
       }
     });
+  }
+  function wire() {
+    wireOne("image", "has_image");
+    wireOne("last_frame", "has_last_frame");
   }
   document.addEventListener("DOMContentLoaded", wire);
   document.addEventListener("htmx:afterSettle", wire);

@@ -112,6 +112,24 @@ def test_image_to_video_starts_from_the_reference_image(alice, acme, charlie, ca
     assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
 
 
+def test_first_and_last_frame_take_starts_and_ends_on_them(alice, acme, charlie, catalog, workers):
+    fund(acme, 100)
+    workers.start()
+    first = SimpleUploadedFile("first.png", png_bytes(320, 180, (250, 200, 10)), "image/png")
+    last = SimpleUploadedFile("last.png", png_bytes(320, 180, (20, 40, 240)), "image/png")
+    [body] = submit(client_for(alice, acme), model="wan2.1-i2v-14b", image=first, last_frame=last)
+    wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    import av
+
+    with av.open(default_storage.path(take.output_original)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert np.allclose(frames[0].reshape(-1, 3).mean(axis=0), (250, 200, 10), atol=25)
+    assert np.allclose(frames[-1].reshape(-1, 3).mean(axis=0), (20, 40, 240), atol=25)
+    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+
+
 def test_two_single_slot_nodes_never_run_two_takes_at_once(alice, acme, catalog, workers):
     subscribe(acme, "studio")
     fund(acme, 1000)
