@@ -138,8 +138,8 @@ def test_sign_up_generate_two_takes_watch_play_compare_download_and_see_the_char
     expect(page.get_by_test_id("peak-status")).to_be_visible()
     screenshot(page, "pricing")
 
-    sign_up(page, "dana@example.com")
-    workspace = Membership.objects.get(user__email="dana@example.com").workspace
+    sign_up(page, "browser-signup@example.com")
+    workspace = Membership.objects.get(user__email="browser-signup@example.com").workspace
     subscribe(workspace, "standard")  # grants the plan's 660 credits for the period
     start = available_credits(workspace)
     workers.start()
