@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	# The browser tests drive Debian's Chromium (Playwright's own download does not work here).
+	# A CJK font lets screenshots of the Chinese pages show glyphs rather than boxes.
+	test -x /usr/bin/chromium && fc-list :lang=zh 2>/dev/null | grep -q . \
+		|| apt-get install -y chromium fonts-wqy-microhei
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	CELERY_BROKER_URL= \

@@ -9,6 +9,9 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
+# Live-platform fixtures (live server, Celery workers, reference nodes) for any test folder.
+pytest_plugins = ["workers.tests.live"]
+
 
 def _fail(service: str, url: str, exc: Exception) -> None:
     pytest.exit(

@@ -11,6 +11,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
+from billing.ledger import spend_by_member
+
 from . import actions
 from .middleware import SESSION_KEY
 from .models import Invitation, Membership, Role, Workspace
@@ -22,7 +24,7 @@ class WorkspaceForm(forms.Form):
 
 class InviteForm(forms.Form):
     email = forms.EmailField(label=gettext_lazy("E-mail"))
-    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, label=gettext_lazy("Role"))
 
 
 class RoleForm(forms.Form):
@@ -96,15 +98,22 @@ def team(request: HttpRequest) -> HttpResponse:
             success=_("Invitation sent."),
         )
         return redirect("team")
+    can_manage = request.membership.can_manage
+    spend = spend_by_member(workspace) if can_manage else {}
+    memberships = list(workspace.memberships.select_related("user"))
+    for membership in memberships:
+        figures = spend.get(membership.user_id, {"charged": 0, "held": 0})
+        membership.spent_this_month = figures["charged"]
+        membership.held_this_month = figures["held"]
     context = {
         "workspace": workspace,
-        "memberships": workspace.memberships.select_related("user"),
+        "memberships": memberships,
         "invitations": workspace.invitations.filter(
             accepted_at__isnull=True, revoked_at__isnull=True
         ),
         "invite_form": invite_form,
         "roles": Role.choices,
-        "can_manage": request.membership.can_manage,
+        "can_manage": can_manage,
     }
     return render(request, "accounts/team.html", context)
 

@@ -247,7 +247,8 @@ def grant_credits(
 # --- hold --------------------------------------------------------------------------------
 
 
-def _month_start(now: datetime) -> datetime:
+def month_start(now: datetime) -> datetime:
+    """The start of `now`'s calendar month in the billing time zone (caps and team spend)."""
     from .pricing import billing_time_zone
 
     local = now.astimezone(billing_time_zone())
@@ -258,11 +259,32 @@ def member_spent_this_month(workspace, member, *, now: datetime | None = None) -
     """Settled charges plus pending holds by `member` in this calendar month."""
     now = now or timezone.now()
     holds = Hold.objects.for_workspace(workspace).filter(
-        member=member, created_at__gte=_month_start(now)
+        member=member, created_at__gte=month_start(now)
     )
     pending = holds.filter(status=HoldStatus.PENDING).aggregate(s=Sum("amount"))["s"] or 0
     settled = holds.filter(status=HoldStatus.SETTLED).aggregate(s=Sum("charged"))["s"] or 0
     return pending + settled
+
+
+def spend_by_member(workspace, *, now: datetime | None = None) -> dict[int, dict[str, int]]:
+    """Per member id, this calendar month: `charged` (settled holds) and `held` (pending).
+
+    The team page's figures; the same month and holds as `member_spent_this_month`.
+    """
+    now = now or timezone.now()
+    rows = (
+        Hold.objects.for_workspace(workspace)
+        .filter(member__isnull=False, created_at__gte=month_start(now))
+        .order_by()
+        .values("member_id")
+        .annotate(
+            charged=Sum("charged", filter=Q(status=HoldStatus.SETTLED)),
+            held=Sum("amount", filter=Q(status=HoldStatus.PENDING)),
+        )
+    )
+    return {
+        row["member_id"]: {"charged": row["charged"] or 0, "held": row["held"] or 0} for row in rows
+    }
 
 
 @transaction.atomic

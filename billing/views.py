@@ -9,11 +9,15 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST, require_safe
 
-from . import ledger, payments, webhooks
-from .models import CreditPackage, Plan
+from . import ledger, payments, pricing, reports, webhooks
+from .models import CreditPackage, EntryKind, Plan
 from .plans import live_subscription, plan_for
+
+LEDGER_PAGE = 200
 
 CURRENCIES = ("CNY", "USD")
 SYMBOLS = {"CNY": "¥", "USD": "$"}
@@ -134,3 +138,74 @@ def cancel(request: HttpRequest) -> HttpResponse:
         request.workspace,
         success="Your subscription will end at the end of the paid period.",
     )
+
+
+@login_required
+@require_safe
+def wallet_page(request: HttpRequest) -> HttpResponse:
+    """Balance, lots and their expiry, holds in flight, ledger history, usage this period."""
+    workspace = request.workspace
+    flt = reports.LedgerFilter.from_query(request.GET)
+    entries = list(reports.ledger_entries(workspace, flt)[:LEDGER_PAGE])
+    wallet = ledger.get_wallet(workspace)
+    context = {
+        "workspace": workspace,
+        "wallet": wallet,
+        "available": ledger.available_credits(workspace),
+        "lots": reports.live_lots(workspace),
+        "holds": reports.pending_holds(workspace),
+        "entries": [{"entry": e, "charged": reports.charge_of(e)} for e in entries],
+        "filter": flt,
+        "kinds": EntryKind.choices,
+        "usage": reports.usage_this_period(workspace),
+        "query": request.GET.urlencode(),
+        "now": timezone.now(),
+    }
+    return render(request, "billing/wallet.html", context)
+
+
+@login_required
+@require_safe
+def wallet_csv(request: HttpRequest) -> HttpResponse:
+    """The filtered ledger history as a CSV download."""
+    flt = reports.LedgerFilter.from_query(request.GET)
+    body = reports.ledger_csv(reports.ledger_entries(request.workspace, flt))
+    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="retake-ledger.csv"'
+    return response
+
+
+@require_safe
+def pricing_page(request: HttpRequest) -> HttpResponse:
+    """Public: plans, packages, and whether it is peak or off-peak right now."""
+    now = timezone.now()
+    off_peak = pricing.is_off_peak(now)
+    opens = None if off_peak else pricing.next_off_peak_start(now)
+    context = {
+        "plans": [
+            {"plan": plan, "prices": _prices(plan.prices)}
+            for plan in Plan.objects.filter(is_active=True)
+        ],
+        "packages": [
+            {"package": package, "prices": _prices(package.prices)}
+            for package in CreditPackage.objects.filter(is_active=True)
+        ],
+        "off_peak": off_peak,
+        "opens_at": opens,
+        "opens_in": countdown(opens - now) if opens else "",
+    }
+    return render(request, "billing/pricing.html", context)
+
+
+def countdown(delta) -> str:
+    """ "3 h 12 min" (or "12 min"): how long until the next off-peak window."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = []
+    if days:
+        parts.append(_("%(n)d d") % {"n": days})
+    if hours or days:
+        parts.append(_("%(n)d h") % {"n": hours})
+    parts.append(_("%(n)d min") % {"n": minutes})
+    return " ".join(parts)

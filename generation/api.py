@@ -131,6 +131,7 @@ def takes(request: Request) -> Response:
             idempotency_key=key,
             image=request.FILES.get("image"),
             project=project,
+            last_frame=request.FILES.get("last_frame"),
         )
     except SubmissionError as exc:
         return _error(exc)

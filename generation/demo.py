@@ -33,6 +33,7 @@ MODELS = {
         "family": "Wan 2.1",
         "resolutions": ["480p", "720p"],
         **I2V,
+        "supports_first_last_frame": True,
     },
     "ltx-video-2b": {
         "name": "LTX-Video 2B",

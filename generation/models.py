@@ -169,6 +169,12 @@ class Shot(WorkspaceOwned):
     negative_prompt = models.TextField(blank=True)
     # Storage name (default_storage) of the reference image, if any.
     reference_image = models.CharField(max_length=300, blank=True)
+    # Storage name of the frame the video ends on (first+last frame models), if any.
+    last_frame_image = models.CharField(max_length=300, blank=True)
+    # The take the creator keeps for this shot (generation.curation.choose_take).
+    chosen_take = models.ForeignKey(
+        "Take", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -237,6 +243,7 @@ class Take(WorkspaceOwned):
     # None when the quote is free (off-peak on a plan that includes it).
     hold_id = models.BigIntegerField(null=True, blank=True)
     charged = models.PositiveIntegerField(default=0)
+    is_favourite = models.BooleanField(default=False)
     # Scheduling.
     status = models.CharField(
         max_length=16, choices=TakeStatus.choices, default=TakeStatus.QUEUED, db_index=True

@@ -89,7 +89,7 @@ def frame_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
     return (long, short) if a >= b else (short, long)
 
 
-def check_reference_image(upload) -> tuple[bytes, str]:
+def check_reference_image(upload, field: str = "image") -> tuple[bytes, str]:
     """Read and vet a reference image; return its bytes and file extension.
 
     The pixel limit is checked from the header before anything is decoded, so a
@@ -100,12 +100,12 @@ def check_reference_image(upload) -> tuple[bytes, str]:
         raise SubmissionError(
             _("The image is larger than %(mb)d MB.")
             % {"mb": settings.REFERENCE_IMAGE_MAX_BYTES // (1024 * 1024)},
-            "image",
+            field,
         )
     allowed = [fmt.upper() for fmt in settings.REFERENCE_IMAGE_FORMATS]
     not_image = SubmissionError(
         _("The reference must be an image (%(formats)s).") % {"formats": ", ".join(allowed)},
-        "image",
+        field,
     )
     try:
         with warnings.catch_warnings():
@@ -119,7 +119,7 @@ def check_reference_image(upload) -> tuple[bytes, str]:
                     raise SubmissionError(
                         _("The image is %(w)d × %(h)d pixels; at most %(max)d pixels allowed.")
                         % {"w": width, "h": height, "max": settings.REFERENCE_IMAGE_MAX_PIXELS},
-                        "image",
+                        field,
                     )
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
@@ -129,7 +129,7 @@ def check_reference_image(upload) -> tuple[bytes, str]:
         raise SubmissionError(
             _("The image has too many pixels; at most %(max)d allowed.")
             % {"max": settings.REFERENCE_IMAGE_MAX_PIXELS},
-            "image",
+            field,
         ) from exc
     except (
         UnidentifiedImageError,
@@ -142,7 +142,13 @@ def check_reference_image(upload) -> tuple[bytes, str]:
     return data, extension
 
 
-def _validate(spec: TakeSpec, video_model: VideoModel | None, plan, has_image: bool) -> TakeSpec:
+def _validate(
+    spec: TakeSpec,
+    video_model: VideoModel | None,
+    plan,
+    has_image: bool,
+    has_last_frame: bool = False,
+) -> TakeSpec:
     """Check a spec against the model's capabilities and the plan; fill defaults."""
     if video_model is None:
         raise SubmissionError(_("Unknown model %(slug)s.") % {"slug": spec.model}, "model")
@@ -163,6 +169,15 @@ def _validate(spec: TakeSpec, video_model: VideoModel | None, plan, has_image: b
     if not has_image and not video_model.supports_text_to_video:
         raise SubmissionError(
             _("%(model)s needs a reference image.") % {"model": video_model.name}, "image"
+        )
+    if has_last_frame and not video_model.supports_first_last_frame:
+        raise SubmissionError(
+            _("%(model)s cannot end on a given last frame.") % {"model": video_model.name},
+            "last_frame",
+        )
+    if has_last_frame and not has_image:
+        raise SubmissionError(
+            _("A last frame needs a first frame (the reference image) too."), "last_frame"
         )
     resolution = spec.resolution
     if spec.mode == pricing.Mode.DRAFT:
@@ -222,11 +237,28 @@ def _validate(spec: TakeSpec, video_model: VideoModel | None, plan, has_image: b
     )
 
 
-def _fingerprint(spec: TakeSpec, image: bytes | None, extra: str = "") -> str:
+def check_spec(
+    workspace, spec: TakeSpec, *, has_image: bool, has_last_frame: bool = False
+) -> tuple[TakeSpec, VideoModel]:
+    """Validate a spec as `submit_takes` would, writing nothing: the studio's live check.
+
+    Returns the spec with defaults filled and the model; raises SubmissionError.
+    """
+    video_model = VideoModel.objects.filter(slug=spec.model, is_active=True).first()
+    plan = plans.plan_for(workspace)
+    spec = _validate(spec, video_model, plan, has_image=has_image, has_last_frame=has_last_frame)
+    return spec, video_model
+
+
+def _fingerprint(
+    spec: TakeSpec, image: bytes | None, extra: str = "", last_frame: bytes | None = None
+) -> str:
     payload = json.dumps(asdict(spec), sort_keys=True) + extra
     digest = hashlib.sha256(payload.encode())
     if image:
         digest.update(image)
+    if last_frame:
+        digest.update(b"last-frame:" + last_frame)
     return digest.hexdigest()
 
 
@@ -257,6 +289,7 @@ def _create(
     idempotency_key: str,
     fingerprint: str,
     draft_of: Take | None = None,
+    last_frame: tuple[bytes, str] | None = None,
 ) -> list[Take]:
     stored: list[str] = []
     try:
@@ -298,6 +331,13 @@ def _create(
                     stored.append(name)
                     shot.reference_image = name
                     shot.save(update_fields=["reference_image"])
+                if last_frame is not None:
+                    data, extension = last_frame
+                    stem = f"references/{workspace.pk}/{shot.pk}-last-{uuid.uuid4().hex}"
+                    name = default_storage.save(f"{stem}.{extension}", ContentFile(data))
+                    stored.append(name)
+                    shot.last_frame_image = name
+                    shot.save(update_fields=["last_frame_image"])
             width, height = frame_size(spec.resolution, spec.aspect_ratio)
             deadline = None
             if spec.mode == pricing.Mode.OFF_PEAK:
@@ -362,10 +402,13 @@ def submit_takes(
     idempotency_key: str,
     image=None,
     project: Project | None = None,
+    last_frame=None,
 ) -> list[Take]:
     """Create `spec.count` takes of a new shot, each with its locked quote and hold.
 
-    Raises SubmissionError (nothing written, nothing held) when any check fails.
+    `image` is the reference (first) frame; `last_frame`, on models that can, the frame
+    the video ends on. Raises SubmissionError (nothing written, nothing held) when any
+    check fails.
     """
     key = (idempotency_key or "").strip()
     if not key or len(key) > 200:
@@ -373,11 +416,21 @@ def submit_takes(
     if project is not None and project.workspace_id != workspace.pk:
         raise SubmissionError(_("Unknown project."), "project", status=404)
     image_data = check_reference_image(image) if image is not None else None
+    last_data = check_reference_image(last_frame, "last_frame") if last_frame is not None else None
     video_model = VideoModel.objects.filter(slug=spec.model, is_active=True).first()
     plan = plans.plan_for(workspace)
-    spec = _validate(spec, video_model, plan, has_image=image_data is not None)
+    spec = _validate(
+        spec,
+        video_model,
+        plan,
+        has_image=image_data is not None,
+        has_last_frame=last_data is not None,
+    )
     fingerprint = _fingerprint(
-        spec, image_data[0] if image_data else None, str(project.pk if project else "")
+        spec,
+        image_data[0] if image_data else None,
+        str(project.pk if project else ""),
+        last_frame=last_data[0] if last_data else None,
     )
     return _submit_once(
         workspace,
@@ -389,6 +442,7 @@ def submit_takes(
         image=image_data,
         idempotency_key=key,
         fingerprint=fingerprint,
+        last_frame=last_data,
     )
 
 
@@ -440,6 +494,7 @@ def finalize_take(
         video_model,
         plan,
         has_image=bool(shot.reference_image),
+        has_last_frame=bool(shot.last_frame_image),
     )
     key = (idempotency_key or "").strip()
     if not key:

@@ -62,12 +62,19 @@ def _alice_take(world: World) -> str:
     return str(take.pk)
 
 
+def _alice_project(world: World) -> int:
+    from generation.submission import inbox_for
+
+    return inbox_for(world.acme).pk
+
+
 OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "workspace_id": lambda world: world.acme.pk,
     "membership_id": _bob_membership,
     "invitation_id": _open_invitation,
     "token": _invitation_for_alice,
     "take_id": _alice_take,
+    "project_id": _alice_project,
 }
 
 

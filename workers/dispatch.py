@@ -247,8 +247,15 @@ def webhook_url(take: Take) -> str:
     return f"{settings.PUBLIC_BASE_URL}{path}"
 
 
+def _data_url(name: str) -> str:
+    with default_storage.open(name, "rb") as fh:
+        raw = fh.read()
+    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+
+
 def prediction_input(take: Take) -> dict[str, Any]:
-    """The Cog input for a take: its parameters, its reference image as a data URL."""
+    """The Cog input for a take: its parameters, its reference frames as data URLs."""
     shot = take.shot
     data: dict[str, Any] = {
         "prompt": shot.prompt,
@@ -260,10 +267,9 @@ def prediction_input(take: Take) -> dict[str, Any]:
         "seconds": take.duration_seconds,
     }
     if shot.reference_image:
-        with default_storage.open(shot.reference_image, "rb") as fh:
-            raw = fh.read()
-        mime = mimetypes.guess_type(shot.reference_image)[0] or "application/octet-stream"
-        data["image"] = f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+        data["image"] = _data_url(shot.reference_image)
+    if shot.last_frame_image:
+        data["last_frame"] = _data_url(shot.last_frame_image)
     if take.node is not None:
         data.update(take.node.extra_input or {})
     return data

@@ -3,6 +3,7 @@ from django.urls import path
 from . import views, webhooks
 
 urlpatterns = [
+    path("ops/", views.ops_page, name="ops"),
     path("media/signed/<str:token>/", views.signed_media, name="signed_media"),
     path(
         "webhooks/cog/<uuid:take_id>/<str:secret>/",

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import IO
 
+from django.contrib.admin.views.decorators import staff_member_required
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import (
@@ -18,8 +19,10 @@ from django.http import (
     HttpResponseForbidden,
     StreamingHttpResponse,
 )
+from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
+from . import ops
 from .media import read_signed_token
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -79,3 +82,27 @@ def _read(handle: IO[bytes], length: int) -> Iterator[bytes]:
             yield chunk
     finally:
         handle.close()
+
+
+@staff_member_required
+@require_safe
+def ops_page(request: HttpRequest) -> HttpResponse:
+    """The operations view: queues per class, takes per state, nodes, the last day by hour."""
+    hours = ops.last_day_by_hour()
+    states = ops.takes_by_state()
+    queues = ops.queue_depth_by_class()
+    return render(
+        request,
+        "ops/ops.html",
+        {
+            "queues": queues,
+            "queue_top": max([1, *(q["queued"] for q in queues)]),
+            "states": states,
+            "state_top": max([1, *(s["count"] for s in states)]),
+            "nodes": ops.node_status(),
+            "hours": hours,
+            "chart": ops.hourly_chart(hours),
+            "day_charged": sum(h.charged for h in hours),
+            "day_gpu_cost": sum(h.gpu_cost for h in hours),
+        },
+    )

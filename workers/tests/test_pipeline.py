@@ -5,168 +5,32 @@ PostgreSQL and Redis. Clips are short (1–2 s at 480p) to keep the suite fast.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import redis
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 
 from billing.models import Hold, HoldStatus, LedgerEntry
 from conftest import client_for
 from generation.models import Node, Take, TakeStatus
-from generation.tests.helpers import NODE_TOKEN, fund, png_bytes, setup_catalog, subscribe, wallet
+from generation.tests.helpers import NODE_TOKEN, fund, png_bytes, subscribe, wallet
 from workers import media
 
 from .conftest import start_node, stop_node
+from .live import wait_idle, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SHARED_MEDIA = Path(tempfile.mkdtemp(prefix="retake-pipeline-media-"))
-atexit.register(shutil.rmtree, SHARED_MEDIA, ignore_errors=True)
-
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings):
-    """One media root shared with the worker subprocesses (overrides the suite's per-test one)."""
-    settings.MEDIA_ROOT = SHARED_MEDIA
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(SHARED_MEDIA), "base_url": "/media/"},
-        },
-    }
-
-
-@pytest.fixture(scope="session")
-def node_pair(live_server) -> Iterator[list[str]]:
-    """Two single-slot reference nodes uploading to the live server's ingest endpoint."""
-    upload = f"{live_server.url}/ingest/{NODE_TOKEN}/"
-    started = [start_node(upload_url=upload) for _ in range(2)]
-    yield [url for url, _ in started]
-    for _, proc in started:
-        stop_node(proc)
-
-
-class Workers:
-    """Celery worker subprocesses (with embedded beat) on the test database and Redis."""
-
-    def __init__(self, live_url: str, tmp: Path) -> None:
-        db = connection.settings_dict
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-            f"{db['PORT'] or 5432}/{db['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,
-            "CELERY_BROKER_URL": "",
-            "MEDIA_ROOT": str(SHARED_MEDIA),
-            "STORAGE_BACKEND": "filesystem",
-            "PUBLIC_BASE_URL": live_url,
-            "TAKE_LEASE_SECONDS": "3",
-            "DISPATCH_INTERVAL_MS": "500",
-            "SWEEP_INTERVAL_MS": "1000",
-            "NODE_DOWN_AFTER_FAILURES": "2",
-            "NODE_TIMEOUT_SECONDS": "3",
-            "RETAKE_VAR_DIR": str(tmp),
-            "LOG_LEVEL": "WARNING",
-        }
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        argv = [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "-B",
-            "-Q", ",".join(settings.CELERY_QUEUES_ALL), "-c", "2", "-l", "WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-s", str(self.tmp / f"beat-{len(self.procs)}"),
-            "-n", f"w{len(self.procs)}@%h",
-        ]  # fmt: skip
-        proc = subprocess.Popen(argv, env=self.env, cwd=settings.BASE_DIR, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        """SIGKILL the worker and its pool children (the whole process group)."""
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-
-
-@pytest.fixture
-def broker():
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.flushdb()
-    return client
-
-
-@pytest.fixture
-def workers(live_server, broker, tmp_path, settings) -> Iterator[Workers]:
-    settings.PUBLIC_BASE_URL = live_server.url
-    settings.TAKE_LEASE_SECONDS = 3  # the live server sets leases too (webhooks)
-    pool = Workers(live_server.url, tmp_path)
-    yield pool
-    pool.stop_all()
-
-
-@pytest.fixture
-def catalog(node_pair, settings, live_server):
-    """The demo models served by both reference nodes (one slot each)."""
-    settings.PUBLIC_BASE_URL = live_server.url
-    first = setup_catalog(base_url=node_pair[0])
-    second = Node.objects.create(
-        name="reference-2", pool=first.pool, base_url=node_pair[1], auth_token=NODE_TOKEN
-    )
-    second.served_models.set(first.served_models.all())
-    for url in node_pair:
-        _wait_idle(url)
-    return [first, second]
-
-
-def _wait_idle(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/health-check", timeout=2).json()["status"] == "READY":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"node {url} still busy")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting; takes: {_states()}")
-
-
-def _states() -> list:
-    return list(
-        Take.objects.values_list("status", "attempts", "lease_expires_at", "node_id", "error")
-    )
+def _media_in_tmp(shared_media):
+    """Media in one folder shared with the worker subprocesses."""
 
 
 def take_status(take_id) -> str:
@@ -245,6 +109,24 @@ def test_image_to_video_starts_from_the_reference_image(alice, acme, charlie, ca
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     mean = first.reshape(-1, 3).mean(axis=0)
     assert np.allclose(mean, (250, 200, 10), atol=25), mean
+    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+
+
+def test_first_and_last_frame_take_starts_and_ends_on_them(alice, acme, charlie, catalog, workers):
+    fund(acme, 100)
+    workers.start()
+    first = SimpleUploadedFile("first.png", png_bytes(320, 180, (250, 200, 10)), "image/png")
+    last = SimpleUploadedFile("last.png", png_bytes(320, 180, (20, 40, 240)), "image/png")
+    [body] = submit(client_for(alice, acme), model="wan2.1-i2v-14b", image=first, last_frame=last)
+    wait_until(lambda: take_status(body["id"]) in (TakeStatus.SUCCEEDED, TakeStatus.FAILED))
+    take = Take.objects.get(pk=body["id"])
+    assert take.status == TakeStatus.SUCCEEDED, take.error
+    import av
+
+    with av.open(default_storage.path(take.output_original)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert np.allclose(frames[0].reshape(-1, 3).mean(axis=0), (250, 200, 10), atol=25)
+    assert np.allclose(frames[-1].reshape(-1, 3).mean(axis=0), (20, 40, 240), atol=25)
     assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
 
 
@@ -364,6 +246,6 @@ def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
     assert (wallet(acme).balance, wallet(acme).held) == (100, 0)
     # The node stops rendering: it is idle again well before the 10 s render would end.
-    _wait_idle(take.node.base_url, timeout=5)
+    wait_idle(take.node.base_url, timeout=5)
     time.sleep(1)
     assert take_status(take.pk) == TakeStatus.CANCELED

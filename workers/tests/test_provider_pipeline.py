@@ -4,11 +4,9 @@ providers serving real MP4 files. Nothing leaves the machine."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import redis
 from django.core.files.storage import default_storage
 
 from billing.models import Hold, HoldStatus
@@ -18,34 +16,24 @@ from generation.tests.helpers import fund, setup_catalog, wallet
 from workers import media
 from workers.models import JobStatus, ProviderJob
 
+from .live import Workers, wait_until
 from .provider_support import make_provider, only_upstream, route
-from .test_pipeline import SHARED_MEDIA, Workers, submit, take_status, wait_until
+from .test_pipeline import submit, take_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MODEL = "wan2.1-t2v-1.3b"
 
 
 @pytest.fixture(autouse=True)
-def _media_shared_with_workers(settings):
-    settings.MEDIA_ROOT = SHARED_MEDIA
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(SHARED_MEDIA), "base_url": "/media/"},
-        },
-    }
+def _media_shared_with_workers(shared_media):
+    """Media in one folder shared with the worker subprocesses."""
 
 
 @pytest.fixture
-def workers(live_server, tmp_path, settings) -> Iterator[Workers]:
-    """Celery worker subprocesses with beat, on a flushed Redis, polling providers often."""
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    settings.PUBLIC_BASE_URL = live_server.url
-    pool = Workers(live_server.url, tmp_path)
-    pool.env["PROVIDER_POLL_SECONDS"] = "1"
-    yield pool
-    pool.stop_all()
+def workers(workers) -> Workers:
+    """The live workers (flushed Redis, embedded beat), polling providers every second."""
+    workers.env["PROVIDER_POLL_SECONDS"] = "1"
+    return workers
 
 
 @pytest.fixture

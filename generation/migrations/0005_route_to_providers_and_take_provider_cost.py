@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("generation", "0002_nodes_routes_projects_takes"),
+        ("generation", "0004_shot_last_frame_image"),
         ("workers", "0001_providers_and_jobs"),
     ]
 
