@@ -1,4 +1,4 @@
-"""HTTP edges of the workers app: expiring downloads of stored media."""
+"""HTTP edges of the workers app: expiring downloads of stored media, the operations page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import mimetypes
 import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import IO
 
 from django.contrib.admin.views.decorators import staff_member_required
@@ -20,10 +21,12 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_safe
 
 from . import ops
 from .media import read_signed_token
+from .reporting import provider_stats
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 256 * 1024
@@ -87,7 +90,8 @@ def _read(handle: IO[bytes], length: int) -> Iterator[bytes]:
 @staff_member_required
 @require_safe
 def ops_page(request: HttpRequest) -> HttpResponse:
-    """The operations view: queues per class, takes per state, nodes, the last day by hour."""
+    """The operations view: queues per class, takes per state, nodes, the last day by hour,
+    and each upstream provider's success, latency and cost over the last day."""
     hours = ops.last_day_by_hour()
     states = ops.takes_by_state()
     queues = ops.queue_depth_by_class()
@@ -104,5 +108,6 @@ def ops_page(request: HttpRequest) -> HttpResponse:
             "chart": ops.hourly_chart(hours),
             "day_charged": sum(h.charged for h in hours),
             "day_gpu_cost": sum(h.gpu_cost for h in hours),
+            "provider_stats": provider_stats(timezone.now() - timedelta(days=1)),
         },
     )

@@ -73,7 +73,7 @@ def test_ops_page_is_for_staff_only(alice, acme, charlie, staff):
     page = client_for(staff).get("/ops/")
     assert page.status_code == 200
     body = page.content.decode()
-    for section in ("ops-hourly", "ops-queues", "ops-states", "ops-nodes"):
+    for section in ("ops-hourly", "ops-queues", "ops-states", "ops-nodes", "ops-providers"):
         assert f'data-testid="{section}"' in body
     assert "<svg" in body and "reference-1" in body
     for outsider in (alice, charlie):
