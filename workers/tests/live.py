@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from generation.models import Node
+from generation.models import Node, Take
 from generation.tests.helpers import NODE_TOKEN, setup_catalog
 
 from .conftest import start_node, stop_node
@@ -119,6 +119,7 @@ def broker():
 @pytest.fixture
 def workers(live_server, broker, tmp_path, settings) -> Iterator[Workers]:
     settings.PUBLIC_BASE_URL = live_server.url
+    settings.TAKE_LEASE_SECONDS = 3  # the live server sets leases too (webhooks)
     pool = Workers(live_server.url, tmp_path)
     yield pool
     pool.stop_all()
@@ -153,4 +154,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, step: float =
         if predicate():
             return
         time.sleep(step)
-    raise AssertionError("timed out waiting")
+    states = list(
+        Take.objects.values_list("status", "attempts", "lease_expires_at", "node_id", "error")
+    )
+    raise AssertionError(f"timed out waiting; takes: {states}")
