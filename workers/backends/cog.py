@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -23,6 +24,8 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from . import NodeAtCapacity, PermanentBackendError, TransientBackendError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS = ("start", "output", "logs", "completed")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
@@ -104,7 +107,9 @@ class CogClient:
             raise NodeAtCapacity(f"{self.base_url}: at capacity ({detail})")
         if status >= 500:
             raise TransientBackendError(f"{self.base_url}: {status} {detail}")
-        raise PermanentBackendError(f"{self.base_url}: {status} {detail}")
+        # This message reaches the creator (take.error): say what was refused, not where.
+        log.warning("node %s refused a request: %s %s", self.base_url, status, detail)
+        raise PermanentBackendError(f"The GPU node refused the request ({status}): {detail}")
 
 
 def _detail(response: httpx.Response) -> str:

@@ -90,8 +90,10 @@ def test_health_reports_ready_when_idle(idle_node):
 def test_invalid_input_raises_permanent_error_naming_the_field(idle_node, catcher):
     client = CogClient(idle_node)
 
-    with pytest.raises(PermanentBackendError, match="width"):
+    with pytest.raises(PermanentBackendError, match="width") as refused:
         client.submit(take_id(), {**QUICK, "width": "wide"}, f"{catcher.url}/hooks/x")
+    # The message is shown to the creator on the failed take: no internal addresses.
+    assert idle_node not in str(refused.value)
 
 
 def test_unreachable_node_raises_transient_error():
