@@ -73,6 +73,24 @@ def plan_for(workspace) -> Plan:
     return subscription.plan if subscription else free_plan()
 
 
+def plans_for(workspace_ids) -> dict[int, Plan]:
+    """Workspace id → its plan, as `plan_for` says, in one query (two if any is on Free).
+
+    For the dispatcher, which weighs many workspaces at once.
+    """
+    ids = set(workspace_ids)
+    result = {
+        subscription.workspace_id: subscription.plan
+        for subscription in Subscription.objects.dangerously_unscoped()
+        .filter(workspace_id__in=ids, status__in=LIVE_SUBSCRIPTION_STATUSES)
+        .select_related("plan")
+    }
+    if ids - result.keys():
+        free = free_plan()
+        result.update({workspace_id: free for workspace_id in ids - result.keys()})
+    return result
+
+
 def add_months(moment: datetime, months: int = 1) -> datetime:
     """Same day next month, clamped to the month's last day (Jan 31 → Feb 28)."""
     month_index = moment.month - 1 + months

@@ -379,8 +379,10 @@ def quote_for(
     seconds: int,
     mode: str,
     at: datetime | None = None,
+    plan=None,
 ) -> Quote:
-    """Load the workspace's plan, the model's rate card and the active schedule; quote."""
+    """Load the workspace's plan (unless the caller already has it), the model's rate card
+    and the active schedule; quote."""
     from .plans import plan_for
 
     rate_card = RateCard.objects.filter(video_model=video_model).first()
@@ -389,7 +391,7 @@ def quote_for(
         resolution=resolution,
         seconds=seconds,
         mode=mode,
-        plan=plan_for(workspace),
+        plan=plan if plan is not None else plan_for(workspace),
         rate_card=rate_card,
         schedule=active_schedule(),
         at=at or timezone.now(),

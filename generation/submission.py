@@ -283,6 +283,7 @@ def _create(
     spec: TakeSpec,
     video_model: VideoModel,
     *,
+    plan,
     shot: Shot | None,
     project: Project | None,
     image: tuple[bytes, str] | None,
@@ -309,10 +310,10 @@ def _create(
                     seconds=spec.duration,
                     mode=spec.mode,
                     at=now,
+                    plan=plan,
                 )
             except pricing.QuoteError as exc:
                 raise SubmissionError(str(exc), "mode") from exc
-            plan = plans.plan_for(workspace)
             submission = Submission(
                 workspace=workspace, idempotency_key=idempotency_key, fingerprint=fingerprint
             )
@@ -437,6 +438,7 @@ def submit_takes(
         user,
         spec,
         video_model,
+        plan=plan,
         shot=None,
         project=project,
         image=image_data,
@@ -504,6 +506,7 @@ def finalize_take(
         user,
         spec,
         video_model,
+        plan=plan,
         shot=shot,
         project=None,
         image=None,

@@ -48,7 +48,7 @@ from generation.models import (
 )
 
 from .backends import NodeAtCapacity, PermanentBackendError, TransientBackendError
-from .backends.cog import CogClient
+from .backends.cog import DISPATCH_EVENTS, CogClient
 from .models import JobStatus, Provider, ProviderJob
 
 log = logging.getLogger(__name__)
@@ -191,19 +191,24 @@ def claim_next(now=None) -> Take | None:
         window = list(
             _locked(queue_order(queued, now), skip_locked=True, of=("self",))[:CLAIM_WINDOW]
         )
+        if not window:
+            return None
         full_workspaces: set[int] = set()
-        turned_away = _failed_over([take.pk for take in window])
+        # Only providers are skipped for having turned a take away; nodes use previous_node.
+        turned_away = _failed_over([take.pk for take in window]) if free_providers else {}
+        plan_of = plans.plans_for({take.workspace_id for take in window})
         for take in window:
             if take.workspace_id in full_workspaces:
                 continue
-            # The workspace row serializes concurrency checks across dispatchers.
-            workspace = _locked(Workspace.objects.filter(pk=take.workspace_id)).get()
+            # The workspace row serializes concurrency checks across dispatchers: count
+            # running takes only once it is locked.
+            list(_locked(Workspace.objects.filter(pk=take.workspace_id).values_list("pk")))
             running = (
                 Take.objects.dangerously_unscoped()
                 .filter(workspace_id=take.workspace_id, status__in=ACTIVE_ON_NODE)
                 .count()
             )
-            if running >= plans.plan_for(workspace).max_concurrent_takes:
+            if running >= plan_of[take.workspace_id].max_concurrent_takes:
                 full_workspaces.add(take.workspace_id)
                 continue
             options = candidates_for[take.video_model_id]
@@ -213,7 +218,7 @@ def claim_next(now=None) -> Take | None:
                 if not (
                     target.pk == take.previous_node_id
                     if isinstance(target, Node)
-                    else target.pk in turned_away[take.pk]
+                    else target.pk in turned_away.get(take.pk, ())
                 )
             ]
             target = (others or options)[0]
@@ -322,7 +327,9 @@ def send_to_node(take: Take) -> None:
     """PUT a claimed take to its node; the outcome arrives by webhook."""
     node = take.node
     try:
-        state = client_for(node).submit(str(take.pk), prediction_input(take), webhook_url(take))
+        state = client_for(node).submit(
+            str(take.pk), prediction_input(take), webhook_url(take), DISPATCH_EVENTS
+        )
     except NodeAtCapacity as exc:
         requeue(take.pk, node.pk, str(exc))
     except TransientBackendError as exc:

@@ -28,6 +28,10 @@ from . import NodeAtCapacity, PermanentBackendError, TransientBackendError
 log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS = ("start", "output", "logs", "completed")
+# What the dispatcher asks for: no "start", since the PUT's own answer already says the
+# prediction is processing, and cog sends the start webhook from inside the PUT handler,
+# so asking for it makes every submit wait for a round trip to our own webhook endpoint.
+DISPATCH_EVENTS = ("output", "logs", "completed")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 PROGRESS = re.compile(r"progress:\s*(\d{1,3})%")
 
