@@ -18,15 +18,12 @@ waits for a GPU.
 
 from __future__ import annotations
 
-import base64
 import logging
-import mimetypes
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -47,6 +44,7 @@ from generation.models import (
     new_secret,
 )
 
+from . import media
 from .backends import NodeAtCapacity, PermanentBackendError, TransientBackendError
 from .backends.cog import DISPATCH_EVENTS, CogClient
 from .models import JobStatus, Provider, ProviderJob
@@ -252,13 +250,6 @@ def webhook_url(take: Take) -> str:
     return f"{settings.PUBLIC_BASE_URL}{path}"
 
 
-def _data_url(name: str) -> str:
-    with default_storage.open(name, "rb") as fh:
-        raw = fh.read()
-    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"
-
-
 def prediction_input(take: Take) -> dict[str, Any]:
     """The Cog input for a take: its parameters, its reference frames as data URLs."""
     shot = take.shot
@@ -272,9 +263,9 @@ def prediction_input(take: Take) -> dict[str, Any]:
         "seconds": take.duration_seconds,
     }
     if shot.reference_image:
-        data["image"] = _data_url(shot.reference_image)
+        data["image"] = media.data_url(shot.reference_image)
     if shot.last_frame_image:
-        data["last_frame"] = _data_url(shot.last_frame_image)
+        data["last_frame"] = media.data_url(shot.last_frame_image)
     if take.node is not None:
         data.update(take.node.extra_input or {})
     return data

@@ -8,7 +8,9 @@ expiring links to originals.
 
 from __future__ import annotations
 
+import base64
 import io
+import mimetypes
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -300,3 +302,11 @@ def read_signed_token(token: str) -> str:
     grant = signer.unsign_object(token)
     signer.unsign_object(token, max_age=int(grant["ttl"]))
     return str(grant["name"])
+
+
+def data_url(name: str) -> str:
+    """A stored file as a data URL: how reference images travel to nodes and providers."""
+    with default_storage.open(name, "rb") as fh:
+        raw = fh.read()
+    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"

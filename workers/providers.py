@@ -14,9 +14,7 @@ and added to the take once.
 
 from __future__ import annotations
 
-import base64
 import logging
-import mimetypes
 import tempfile
 import uuid
 from datetime import timedelta
@@ -33,6 +31,7 @@ from django.utils import timezone
 from generation.lifecycle import fail_take
 from generation.models import ACTIVE_ON_NODE, Route, Take, TakeStatus
 
+from . import media
 from .backends import (
     BackendError,
     ModerationBlocked,
@@ -69,13 +68,6 @@ def webhook_url(take: Take) -> str:
     return f"{settings.PUBLIC_BASE_URL}{path}"
 
 
-def _data_url(name: str) -> str:
-    with default_storage.open(name, "rb") as fh:
-        raw = fh.read()
-    mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"
-
-
 def job_request(take: Take, route: Route, *, with_webhook: bool = True) -> JobRequest:
     """The take's parameters in the shape every provider backend maps from."""
     shot = take.shot
@@ -91,7 +83,7 @@ def job_request(take: Take, route: Route, *, with_webhook: bool = True) -> JobRe
         height=take.height,
         duration=take.duration_seconds,
         fps=take.fps,
-        image=_data_url(shot.reference_image) if shot.reference_image else None,
+        image=media.data_url(shot.reference_image) if shot.reference_image else None,
         webhook_url=webhook_url(take) if with_webhook else "",
         extra=dict(route.extra_input or {}),
     )
