@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from generation.admin import URL_FIELDS, https_url_formfield
 from generation.models import Route, RouteKind
 
 from . import credentials
@@ -47,6 +48,8 @@ class ProviderForm(forms.ModelForm):
             "cost_per_second",
             "is_active",
         ]
+        # Built at import, before the admin's formfield overrides apply.
+        formfield_callback = staticmethod(https_url_formfield)
 
     def clean(self) -> dict:
         data = super().clean()
@@ -95,6 +98,7 @@ class ProviderAdmin(admin.ModelAdmin):
     list_filter = ["kind", "is_active"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [RouteInline]
+    formfield_overrides = URL_FIELDS
 
     @admin.display(description=_("Credentials"))
     def credential_source(self, provider: Provider) -> str:
