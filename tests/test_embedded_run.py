@@ -118,4 +118,6 @@ def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_
     while _group_alive(stack.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _group_alive(stack.pid), "a child survived Ctrl-C"
+    # Everything the embedded stack writes stays in its var folder.
+    assert not (Path(settings.BASE_DIR) / "control").exists(), "the broker wrote to the checkout"
     assert stack.returncode == 0, (tmp_path / "stack.log").read_text()

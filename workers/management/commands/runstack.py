@@ -61,7 +61,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
-        for folder in ("queue", "processed"):
+        for folder in ("queue", "processed", "control"):
             os.makedirs(settings.VAR_DIR / "broker" / folder, exist_ok=True)
         children: dict[str, subprocess.Popen] = {}
         stopping = False
