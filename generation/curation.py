@@ -32,34 +32,28 @@ def set_favourite(take: Take, favourite: bool) -> Take:
     return take
 
 
-def shot_costs(workspace, shots) -> dict[int, int]:
-    """Credits charged so far per shot id (delivered takes only; failures cost nothing)."""
-    ids = [shot.pk for shot in shots]
+def _charged_by(workspace, field: str, ids: list[int]) -> dict[int, int]:
+    """Credits charged so far, grouped by `field` (delivered takes only: failures are free)."""
     rows = (
         Take.objects.for_workspace(workspace)
-        .filter(shot_id__in=ids)
+        .filter(**{f"{field}__in": ids})
         .order_by()
-        .values("shot_id")
+        .values(field)
         .annotate(total=Sum("charged"))
     )
     costs = dict.fromkeys(ids, 0)
-    costs.update({row["shot_id"]: row["total"] or 0 for row in rows})
+    costs.update({row[field]: row["total"] or 0 for row in rows})
     return costs
+
+
+def shot_costs(workspace, shots) -> dict[int, int]:
+    """Credits charged so far per shot id."""
+    return _charged_by(workspace, "shot_id", [shot.pk for shot in shots])
 
 
 def project_costs(workspace, projects) -> dict[int, int]:
     """Credits charged so far per project id."""
-    ids = [project.pk for project in projects]
-    rows = (
-        Take.objects.for_workspace(workspace)
-        .filter(shot__project_id__in=ids)
-        .order_by()
-        .values("shot__project_id")
-        .annotate(total=Sum("charged"))
-    )
-    costs = dict.fromkeys(ids, 0)
-    costs.update({row["shot__project_id"]: row["total"] or 0 for row in rows})
-    return costs
+    return _charged_by(workspace, "shot__project_id", [project.pk for project in projects])
 
 
 def project_cost(project: Project) -> int:
