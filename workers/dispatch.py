@@ -31,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Workspace
-from billing import plans, pricing
+from billing import ledger, plans, pricing
 from generation.lifecycle import fail_take
 from generation.models import (
     ACTIVE_ON_NODE,
@@ -64,26 +64,27 @@ def _locked(queryset: QuerySet, **kwargs: Any) -> QuerySet:
     return queryset.select_for_update(**kwargs)
 
 
-def _period_start(now):
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+def _in_flight_by(field: str, ids) -> dict[int, int]:
+    """Takes holding a slot (dispatching or running) per node or provider id."""
+    return dict(
+        Take.objects.dangerously_unscoped()
+        .filter(**{f"{field}__in": ids}, status__in=ACTIVE_ON_NODE)
+        .order_by()
+        .values(field)
+        .annotate(n=Count("pk"))
+        .values_list(field, "n")
+    )
 
 
 def takes_on_nodes(node_ids) -> dict[int, int]:
-    return dict(
-        Take.objects.dangerously_unscoped()
-        .filter(node_id__in=node_ids, status__in=ACTIVE_ON_NODE)
-        .order_by()
-        .values("node_id")
-        .annotate(n=Count("pk"))
-        .values_list("node_id", "n")
-    )
+    return _in_flight_by("node_id", node_ids)
 
 
 def queue_order(queryset: QuerySet, now) -> QuerySet:
     """Priority class, then the workspace with least usage this period, then age."""
     usage = (
         Take.objects.dangerously_unscoped()
-        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=_period_start(now))
+        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=ledger.month_start(now))
         .order_by()
         .values("workspace")
         .annotate(seconds=Sum("duration_seconds"))
@@ -103,14 +104,7 @@ def eligible_queued(now) -> QuerySet:
 
 
 def takes_on_providers(provider_ids) -> dict[int, int]:
-    return dict(
-        Take.objects.dangerously_unscoped()
-        .filter(provider_id__in=provider_ids, status__in=ACTIVE_ON_NODE)
-        .order_by()
-        .values("provider_id")
-        .annotate(n=Count("pk"))
-        .values_list("provider_id", "n")
-    )
+    return _in_flight_by("provider_id", provider_ids)
 
 
 def _free_providers() -> list[Provider]:
