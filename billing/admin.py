@@ -17,6 +17,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from config.admin import ReadOnlyAdmin
+
 from . import ledger
 from .models import (
     Consumption,
@@ -85,19 +87,6 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 
 # --- the ledger, read-only ---------------------------------------------------------------
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Ledger rows are written only by actions in billing/ledger.py."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class AdjustCreditsForm(forms.Form):

@@ -7,23 +7,14 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
+from config.admin import ReadOnlyAdmin
+
 from . import webhooks
 from .models import CreditRevocation, StripeCustomer, StripeEvent, StripePayment
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(StripeEvent)
-class StripeEventAdmin(_ReadOnly):
+class StripeEventAdmin(ReadOnlyAdmin):
     list_display = ["event_id", "type", "status", "attempts", "created", "received_at"]
     list_filter = ["status", "type"]
     search_fields = ["event_id", "type"]
@@ -49,7 +40,7 @@ class StripeEventAdmin(_ReadOnly):
 
 
 @admin.register(StripePayment)
-class StripePaymentAdmin(_ReadOnly):
+class StripePaymentAdmin(ReadOnlyAdmin):
     list_display = [
         "reference",
         "workspace",
@@ -66,12 +57,12 @@ class StripePaymentAdmin(_ReadOnly):
 
 
 @admin.register(CreditRevocation)
-class CreditRevocationAdmin(_ReadOnly):
+class CreditRevocationAdmin(ReadOnlyAdmin):
     list_display = ["payment", "cause", "requested", "taken", "shortfall", "created_at"]
     list_filter = ["cause"]
 
 
 @admin.register(StripeCustomer)
-class StripeCustomerAdmin(_ReadOnly):
+class StripeCustomerAdmin(ReadOnlyAdmin):
     list_display = ["customer_id", "workspace", "created_at"]
     search_fields = ["customer_id", "workspace__name"]

@@ -10,6 +10,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from config.admin import ReadOnlyAdmin
+
 from .lifecycle import TakeActionError, cancel_take
 from .models import Node, NodePool, Project, Route, RouteKind, Shot, Take, VideoModel
 
@@ -75,19 +77,6 @@ class NodeAdmin(admin.ModelAdmin):
     filter_horizontal = ["served_models"]
     readonly_fields = ["last_health", "last_health_at", "consecutive_failures"]
     formfield_overrides = URL_FIELDS
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Tenant data is looked at here, never edited: actions change it."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Project)

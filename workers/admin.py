@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from config.admin import ReadOnlyAdmin
 from generation.admin import URL_FIELDS, https_url_formfield
 from generation.models import Route, RouteKind
 
@@ -108,7 +109,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProviderJob)
-class ProviderJobAdmin(admin.ModelAdmin):
+class ProviderJobAdmin(ReadOnlyAdmin):
     list_display = ["take", "provider", "attempt", "external_id", "status", "cost",
                     "submitted_at", "finished_at"]  # fmt: skip
     list_filter = ["provider", "status"]
@@ -116,12 +117,3 @@ class ProviderJobAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return ProviderJob.objects.dangerously_unscoped().select_related("provider")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
