@@ -34,6 +34,9 @@ PREVIEW_MAX_BITRATE = 400_000
 # A preview may use at most this share of the original's bitrate.
 PREVIEW_BITRATE_SHARE = 0.10
 WATERMARK_TEXT = "Retake"
+# One thread, and x264's C macroblock-tree functions (its SIMD ones vary run to run): the
+# same original always gives the same preview and watermarked file (see the reference node).
+DETERMINISTIC_X264 = {"threads": "1", "x264-params": "cpu-independent=1"}
 SIGNED_URL_SALT = "workers.media.signed-url"
 
 
@@ -174,7 +177,7 @@ def make_preview(src: Source, dst_path: str | os.PathLike) -> MediaInfo:
         "preset": "veryfast",
         "maxrate": str(maxrate),
         "bufsize": str(maxrate * 2),
-        "threads": "1",
+        **DETERMINISTIC_X264,
     }
     _transcode(src, dst_path, width=width, height=height, options=options, keep_audio=False)
     return probe(dst_path)
@@ -184,7 +187,7 @@ def apply_watermark(src: Source, dst_path: str | os.PathLike) -> MediaInfo:
     """Burn a visible "Retake" mark into every frame; same size, fps, frames and audio."""
     info = probe(src)
     overlay = _watermark_overlay(info.width, info.height)
-    options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+    options = {"crf": "18", "preset": "veryfast", **DETERMINISTIC_X264}
     _transcode(
         src,
         dst_path,

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from workers.tests.conftest import NODE_DIR
+from workers.tests.conftest import NODE_DIR, start_node, stop_node
 
 SMALL = {"width": 160, "height": 96, "fps": 12, "seconds": 1.0}
 
@@ -57,11 +57,24 @@ def test_sync_prediction_renders_h264_of_requested_size_fps_and_duration(idle_no
     assert "progress: 100%" in result["logs"]
 
 
-def test_same_seed_and_prompt_give_identical_bytes(idle_node):
-    first = predict_sync(idle_node, prompt="lanterns", seed=7, **SMALL)
-    second = predict_sync(idle_node, prompt="lanterns", seed=7, **SMALL)
+def test_same_seed_and_prompt_give_identical_frames_and_bytes_across_runs_and_processes(
+    idle_node,
+):
+    inputs = {"prompt": "lanterns", "seed": 7, **SMALL}
+    first = video_bytes(predict_sync(idle_node, **inputs)["output"])
+    again = video_bytes(predict_sync(idle_node, **inputs)["output"])
+    other_url, other_node = start_node()  # a second node process: nothing shared in memory
+    try:
+        elsewhere = video_bytes(predict_sync(other_url, **inputs)["output"])
+    finally:
+        stop_node(other_node)
 
-    assert video_bytes(first["output"]) == video_bytes(second["output"])
+    _, frames = decode(first)
+    for render in (again, elsewhere):
+        _, rendered = decode(render)
+        assert len(rendered) == len(frames) == 12
+        assert all(np.array_equal(a, b) for a, b in zip(frames, rendered, strict=True))
+    assert first == again == elsewhere
 
 
 def test_different_seed_or_prompt_gives_visibly_different_frames(idle_node):

@@ -33,6 +33,17 @@ from PIL import Image
 MAX_SIDE = 1920
 MAX_SECONDS = 20.0
 GRAIN = 6
+# x264 is bit-exact given its input, except for its macroblock-tree rate control: the SIMD
+# versions of mbtree_propagate_cost/list (used by every preset but ultrafast) make the
+# encoded frames differ from run to run on the same input. `cpu-independent=1` swaps in
+# x264's C versions of exactly those two functions, so the same input gives the same bytes
+# across runs, processes and CPUs; one thread keeps frame order and slicing fixed too.
+ENCODER_OPTIONS = {
+    "crf": "20",
+    "preset": "veryfast",
+    "threads": "1",
+    "x264-params": "cpu-independent=1",
+}
 # Rendered files are kept this long, so a repeated PUT of a finished take is answered
 # from disk (see Predictor.predict); older ones are deleted.
 KEEP_SECONDS = 3600
@@ -153,7 +164,7 @@ def render_video(
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "20", "preset": "veryfast", "threads": "1"}
+        stream.options = ENCODER_OPTIONS
         for index in range(frames):
             if cancel is not None and cancel.is_set():
                 raise RenderCancelled()
