@@ -6,11 +6,64 @@ only his personal workspace. Every tenant-facing test keeps charlie around.
 
 from __future__ import annotations
 
+import calendar
+import os
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
+import time_machine
 from django.conf import settings
 
 # Live-platform fixtures (live server, Celery workers, reference nodes) for any test folder.
 pytest_plugins = ["workers.tests.live"]
+
+
+# Fixtures that start processes outside pytest (Celery workers, Cog nodes, the platform):
+# a test using one is marked `live`, because --clock can't move those processes' clocks.
+LIVE_FIXTURES = {"workers", "node_pair", "catalog", "cog_node", "idle_node"}
+
+
+def far_clock(now: datetime | None = None) -> datetime:
+    """A moment far from today and awkward for calendars: 23:58:30 in Shanghai on the last
+    day of the month about 13 months ahead, so a run that lasts a few minutes crosses a
+    day, a billing day in Asia/Shanghai and a month end while it runs."""
+    shanghai = ZoneInfo("Asia/Shanghai")
+    ahead = (now or datetime.now(shanghai)).astimezone(shanghai) + timedelta(days=400)
+    last_day = calendar.monthrange(ahead.year, ahead.month)[1]
+    return ahead.replace(day=last_day, hour=23, minute=58, second=30, microsecond=0)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--clock",
+        default=os.environ.get("RETAKE_TEST_CLOCK", ""),
+        help="run with the clock moved (time_machine, ticking) to an ISO datetime, or 'far' "
+        "for 23:58:30 Asia/Shanghai on a month's last day ~13 months ahead; env "
+        "RETAKE_TEST_CLOCK. Tests marked `live` keep the real clock in their processes.",
+    )
+
+
+def pytest_configure(config) -> None:
+    value = config.getoption("--clock")
+    if not value:
+        return
+    moment = far_clock() if value == "far" else datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise pytest.UsageError(f"--clock needs a time zone offset, got {value!r}")
+    config.clock_moved_to = moment
+    time_machine.travel(moment, tick=True).start()
+
+
+def pytest_report_header(config) -> str | None:
+    moment = getattr(config, "clock_moved_to", None)
+    return f"clock moved to {moment.isoformat()} (ticking)" if moment else None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
 
 
 def _fail(service: str, url: str, exc: Exception) -> None:
@@ -51,6 +104,23 @@ def pytest_sessionstart(session) -> None:
         redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001
         _fail("Redis", settings.REDIS_URL, exc)
+
+
+@pytest.fixture(autouse=True)
+def _frozen_at(request):
+    """`@pytest.mark.frozen_at("2026-03-04T23:30:00+08:00")` freezes the clock before any
+    other function-scoped fixture runs, so users, workspaces, plans and grants made by
+    fixtures exist at that moment too: a test that needs a date builds all of its state in
+    the same clock (nested `time_machine.travel` moves it on from there)."""
+    marker = request.node.get_closest_marker("frozen_at")
+    if marker is None:
+        yield None
+        return
+    moment = datetime.fromisoformat(marker.args[0])
+    if moment.tzinfo is None:
+        raise pytest.UsageError(f"frozen_at needs a time zone offset: {marker.args[0]!r}")
+    with time_machine.travel(moment, tick=False) as traveller:
+        yield traveller
 
 
 @pytest.fixture(autouse=True)

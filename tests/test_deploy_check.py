@@ -2,7 +2,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
+
+# Runs processes outside pytest: `--clock` can't move their clocks.
+pytestmark = pytest.mark.live
 
 PRODUCTION_ENV = {
     "DEBUG": "0",

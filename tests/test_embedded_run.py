@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from django.conf import settings
+
+# Runs processes outside pytest: `--clock` can't move their clocks.
+pytestmark = pytest.mark.live
 
 
 def _free_port() -> int:

@@ -7,6 +7,9 @@ import sys
 import pytest
 from django.conf import settings
 
+# Runs processes outside pytest: `--clock` can't move their clocks.
+pytestmark = pytest.mark.live
+
 
 def _pytest_with(**env) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -7,9 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.test import Client
 from django.utils import translation
+
+# Runs processes outside pytest: `--clock` can't move their clocks.
+pytestmark = pytest.mark.live
 
 LOCALE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES"
 

@@ -17,6 +17,9 @@ from billing.ledger import get_wallet, grant_credits
 from billing.models import CreditLot, CreditSource, Hold, HoldStatus
 from billing.tests.concurrency_worker import spend
 
+# Runs processes outside pytest: `--clock` can't move their clocks.
+pytestmark = pytest.mark.live
+
 PROCESSES = 6
 INITIAL = 300
 BOB_CAP = 60

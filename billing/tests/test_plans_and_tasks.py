@@ -58,17 +58,17 @@ def test_period_grant_after_an_upgrade_mid_period_returns_the_original_grant(acm
     assert get_wallet(acme).balance == 660
 
 
+# 2026-03-04 23:30 in Shanghai is 15:30 UTC; the users, workspaces and plans are made then.
+@pytest.mark.frozen_at("2026-03-04T15:30:00+00:00")
 def test_daily_free_credits_once_per_local_day_expiring_at_local_midnight(acme, charlie, plans):
-    # 2026-03-04 23:30 in Shanghai is 15:30 UTC.
-    with time_machine.travel(datetime(2026, 3, 4, 15, 30, tzinfo=ZoneInfo("UTC")), tick=False):
-        start_subscription(acme, plans["standard"])  # no daily free on Standard
-        first = tasks.grant_daily_free_credits()
-        assert tasks.grant_daily_free_credits() == 0
-        lots = CreditLot.objects.filter(source=CreditSource.DAILY_FREE)
-        workspaces = {lot.workspace_id for lot in lots}
-        assert acme.pk not in workspaces and charlie.workspaces.get().pk in workspaces
-        assert first == len(workspaces)
-        assert {lot.expires_at for lot in lots} == {datetime(2026, 3, 5, 0, 0, tzinfo=SH)}
+    start_subscription(acme, plans["standard"])  # no daily free on Standard
+    first = tasks.grant_daily_free_credits()
+    assert tasks.grant_daily_free_credits() == 0
+    lots = CreditLot.objects.filter(source=CreditSource.DAILY_FREE)
+    workspaces = {lot.workspace_id for lot in lots}
+    assert acme.pk not in workspaces and charlie.workspaces.get().pk in workspaces
+    assert first == len(workspaces)
+    assert {lot.expires_at for lot in lots} == {datetime(2026, 3, 5, 0, 0, tzinfo=SH)}
     with time_machine.travel(datetime(2026, 3, 4, 16, 30, tzinfo=ZoneInfo("UTC")), tick=False):
         assert tasks.expire_lots() == len(workspaces)
         assert tasks.grant_daily_free_credits() == len(workspaces)  # a new local day

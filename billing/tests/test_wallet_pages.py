@@ -49,27 +49,30 @@ def test_wallet_shows_balance_lots_with_expiry_holds_and_charges(alice, acme, bo
     assert "take t2" not in other and 'data-testid="available">0<' in other
 
 
+@pytest.mark.frozen_at("2026-03-01T12:00:00+00:00")
 def test_ledger_filters_by_kind_and_date_and_exports_csv(alice, acme, charlie):
-    with time_machine.travel(datetime(2026, 3, 1, 12, tzinfo=UTC), tick=False):
-        ledger.grant_credits(acme, 100, source="purchase", idempotency_key="old")
+    ledger.grant_credits(acme, 100, source="purchase", idempotency_key="old")
+    # The spend and every page below happen on March 10th.
     with time_machine.travel(datetime(2026, 3, 10, 12, tzinfo=UTC), tick=False):
         _spend(acme, alice, 10, 7, "new")
-    client = client_for(alice, acme)
-    settles = client.get("/wallet/", {"kind": "settle"}).content.decode()
-    assert settles.count('data-kind="settle"') == 1 and 'data-kind="grant"' not in settles
-    march_first = client.get("/wallet/", {"until": "2026-03-05"}).content.decode()
-    assert 'data-kind="grant"' in march_first and 'data-kind="settle"' not in march_first
-    response = client.get("/wallet/ledger.csv", {"kind": "settle"})
-    assert response["Content-Disposition"].startswith("attachment")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
-    assert [(r["kind"], r["charged"]) for r in rows] == [("settle", "7")]
-    full = client.get("/wallet/ledger.csv").content.decode()
-    everything = list(csv.DictReader(io.StringIO(full)))
-    assert {r["kind"] for r in everything} == {"grant", "hold", "settle"}
-    outsider = client_for(charlie).get("/wallet/ledger.csv").content.decode()
-    assert outsider.strip().splitlines() == [
-        ",".join(["time", "kind", "amount", "held_change", "charged", "balance_after", "reason"])
-    ]
+        client = client_for(alice, acme)
+        settles = client.get("/wallet/", {"kind": "settle"}).content.decode()
+        assert settles.count('data-kind="settle"') == 1 and 'data-kind="grant"' not in settles
+        march_first = client.get("/wallet/", {"until": "2026-03-05"}).content.decode()
+        assert 'data-kind="grant"' in march_first and 'data-kind="settle"' not in march_first
+        response = client.get("/wallet/ledger.csv", {"kind": "settle"})
+        assert response["Content-Disposition"].startswith("attachment")
+        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        assert [(r["kind"], r["charged"]) for r in rows] == [("settle", "7")]
+        full = client.get("/wallet/ledger.csv").content.decode()
+        everything = list(csv.DictReader(io.StringIO(full)))
+        assert {r["kind"] for r in everything} == {"grant", "hold", "settle"}
+        outsider = client_for(charlie).get("/wallet/ledger.csv").content.decode()
+        assert outsider.strip().splitlines() == [
+            ",".join(
+                ["time", "kind", "amount", "held_change", "charged", "balance_after", "reason"]
+            )
+        ]
 
 
 def test_csv_neutralises_formula_like_reasons(alice, acme):
@@ -88,12 +91,12 @@ def test_wallet_shows_plan_and_usage_this_period(alice, acme):
     assert "Standard" in body and 'data-testid="used">12<' in body
 
 
+@pytest.mark.frozen_at("2026-03-02T11:48:00+00:00")  # a Monday with no holiday
 def test_pricing_page_says_when_off_peak_opens(db):
     seed_plans()
     seed_schedule()  # off-peak 23:00–09:00 Asia/Shanghai (15:00–01:00 UTC)
     client = Client()
-    with time_machine.travel(datetime(2026, 3, 2, 11, 48, tzinfo=UTC), tick=False):
-        peak = client.get("/pricing/").content.decode()
+    peak = client.get("/pricing/").content.decode()
     assert "Off-peak (free on Pro and Studio) opens in 3 h 12 min." in peak
     assert "Pro" in peak and "3000 credits a month" in peak
     with time_machine.travel(datetime(2026, 3, 2, 16, 0, tzinfo=UTC), tick=False):

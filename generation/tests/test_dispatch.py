@@ -115,23 +115,28 @@ def _schedule():
     )
 
 
+# A Tuesday; _schedule() has no holidays. Every fixture (catalog, users, credits, plan)
+# is made inside this frozen clock, so the test reads the same on any real day.
+TUESDAY_10AM = "2026-11-24T10:00:00+08:00"
+
+
+@pytest.mark.frozen_at(TUESDAY_10AM)
 def test_off_peak_take_waits_for_its_window(node):
     _schedule()
     user, ws = workspace_of("night@example.com", "standard")
-    with time_machine.travel(datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI), tick=False):
-        [take] = submit(user, ws, mode="off_peak")
-        assert take.quote["total"] == 1  # 1 s × 2 credits × 0.5, rounded up
-        assert dispatch.claim_next() is None
+    [take] = submit(user, ws, mode="off_peak")
+    assert take.quote["total"] == 1  # 1 s × 2 credits × 0.5, rounded up
+    assert dispatch.claim_next() is None
     with time_machine.travel(datetime(2026, 11, 24, 23, 30, tzinfo=SHANGHAI), tick=False):
         assert dispatch.claim_next().pk == take.pk
 
 
+@pytest.mark.frozen_at(TUESDAY_10AM)
 def test_off_peak_take_expires_past_its_deadline_and_releases_its_hold(node, settings):
     _schedule()
     user, ws = workspace_of("late@example.com", "standard")
-    start = datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI)
-    with time_machine.travel(start, tick=False):
-        [take] = submit(user, ws, mode="off_peak")
+    start = datetime.fromisoformat(TUESDAY_10AM)
+    [take] = submit(user, ws, mode="off_peak")
     Node.objects.update(state=NodeState.DOWN)  # no capacity: it never starts
     with time_machine.travel(start + timedelta(hours=47), tick=False):
         assert sweeper.sweep()["expired"] == 0

@@ -14,6 +14,7 @@ import pytest
 import time_machine
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from PIL import Image
 
 from conftest import client_for
@@ -210,7 +211,7 @@ def test_signed_url_streams_the_original_without_login(clips, client, db):
 
 def test_signed_url_expires_after_its_ttl(client, db):
     name = _store("takes/expiring.mp4", b"bytes")
-    with time_machine.travel("2026-01-01 12:00:00Z", tick=False) as clock:
+    with time_machine.travel(timezone.now(), tick=False) as clock:
         path = _path_of(signed_media_url(name, ttl=60))
         clock.shift(59)
         assert client.get(path).status_code == 200
