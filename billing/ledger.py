@@ -1,9 +1,18 @@
 """The wallet and its ledger: grant, hold, settle, release, expire and adjust.
 
 Every write to credits goes through these functions. Each runs in `transaction.atomic()`
-(not durable, so `submit_takes` can compose several in one transaction), locks the
-wallet row first (then holds, then lots, always in that order, so two actions never
-deadlock), and writes one append-only `LedgerEntry` per change.
+(not durable, so `submit_takes` can compose several in one transaction) and writes one
+append-only `LedgerEntry` per change. Lots are only changed by a transaction holding
+their wallet's row lock, so the wallet lock is taken before any lot; closing a hold locks
+the hold row (a conditional `UPDATE` on its status) before the wallet, and nothing else
+locks an existing hold, so two actions never deadlock.
+
+Hold and settle are the hot path (every take does both): each is a handful of statements,
+set-based over lots and allocations, with conditional `UPDATE … RETURNING` instead of
+reading rows into Python and writing them back. Idempotency is checked only when a
+statement refuses (a unique key taken, a hold no longer pending, too few credits): the
+first result of a key is then looked up and returned, so a replay costs a rollback, not
+a query on every call.
 
 Bookkeeping: `Wallet.balance` is the sum of the lots' `remaining` (credits not pinned by
 a hold, possibly not yet effective) and `Wallet.held` the sum of pending holds. A hold
@@ -19,11 +28,13 @@ the same key with different parameters raises `IdempotencyConflict`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -120,12 +131,16 @@ def get_wallet(workspace) -> Wallet:
 
 
 def _lock_wallet(workspace) -> Wallet:
-    get_wallet(workspace)
-    return Wallet.objects.for_workspace(workspace).select_for_update().get()
+    """The workspace's wallet, row-locked (created first if it does not exist yet)."""
+    wallet = Wallet.objects.for_workspace(workspace).select_for_update(no_key=True).first()
+    if wallet is None:
+        get_wallet(workspace)
+        wallet = Wallet.objects.for_workspace(workspace).select_for_update(no_key=True).get()
+    return wallet
 
 
 def _lock_wallet_by_id(wallet_id: int) -> Wallet:
-    return Wallet.objects.dangerously_unscoped().select_for_update().get(pk=wallet_id)
+    return Wallet.objects.dangerously_unscoped().select_for_update(no_key=True).get(pk=wallet_id)
 
 
 def _usable_lots(wallet: Wallet, now: datetime) -> list[CreditLot]:
@@ -137,6 +152,37 @@ def _usable_lots(wallet: Wallet, now: datetime) -> list[CreditLot]:
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by(*CreditLot._meta.ordering)
     )
+
+
+def _sql(statement: str, params: list) -> list[tuple]:
+    """Run one statement (PostgreSQL and SQLite share this dialect) and return its rows.
+
+    `{wallet}`, `{lot}`, `{hold}`, `{allocation}`, `{consumption}`, `{entry}` name the
+    tables, `{hold_columns}` lists a hold's columns.
+    """
+    sql = statement.format(**_tables())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@cache
+def _tables() -> dict[str, str]:
+    models = {
+        "wallet": Wallet,
+        "lot": CreditLot,
+        "hold": Hold,
+        "allocation": HoldAllocation,
+        "consumption": Consumption,
+        "entry": LedgerEntry,
+    }
+    names = {name: connection.ops.quote_name(m._meta.db_table) for name, m in models.items()}
+    names["hold_columns"] = ", ".join(_HOLD_COLUMNS)
+    return names
+
+
+def _db_time(value: datetime):
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def available_credits(workspace, *, now: datetime | None = None) -> int:
@@ -258,12 +304,15 @@ def month_start(now: datetime) -> datetime:
 def member_spent_this_month(workspace, member, *, now: datetime | None = None) -> int:
     """Settled charges plus pending holds by `member` in this calendar month."""
     now = now or timezone.now()
-    holds = Hold.objects.for_workspace(workspace).filter(
-        member=member, created_at__gte=month_start(now)
+    sums = (
+        Hold.objects.for_workspace(workspace)
+        .filter(member=member, created_at__gte=month_start(now))
+        .aggregate(
+            pending=Sum("amount", filter=Q(status=HoldStatus.PENDING)),
+            settled=Sum("charged", filter=Q(status=HoldStatus.SETTLED)),
+        )
     )
-    pending = holds.filter(status=HoldStatus.PENDING).aggregate(s=Sum("amount"))["s"] or 0
-    settled = holds.filter(status=HoldStatus.SETTLED).aggregate(s=Sum("charged"))["s"] or 0
-    return pending + settled
+    return (sums["pending"] or 0) + (sums["settled"] or 0)
 
 
 def spend_by_member(workspace, *, now: datetime | None = None) -> dict[int, dict[str, int]]:
@@ -287,7 +336,6 @@ def spend_by_member(workspace, *, now: datetime | None = None) -> dict[int, dict
     }
 
 
-@transaction.atomic
 def place_hold(
     workspace,
     amount: int,
@@ -304,71 +352,239 @@ def place_hold(
     _check_positive(amount, _("A hold"))
     _check_key(idempotency_key)
     _check_aware(expires_at, _("The hold's expiry"))
-    now = timezone.now()
-
-    wallet = _lock_wallet(workspace)
-    hold = Hold.objects.dangerously_unscoped().filter(idempotency_key=idempotency_key).first()
-    if hold is not None:
-        if (hold.workspace_id, hold.amount, hold.member_id) != (
-            workspace.pk,
-            amount,
-            getattr(member, "pk", None),
-        ):
-            raise _conflict(idempotency_key)
-        return hold
-
-    if member is not None:
-        membership = Membership.objects.filter(workspace=workspace, user=member).first()
-        if membership is None:
-            raise LedgerError(_("%(user)s is not a member of this workspace.") % {"user": member})
-        cap = membership.monthly_spend_cap
-        if cap is not None:
-            spent = member_spent_this_month(workspace, member, now=now)
-            if spent + amount > cap:
-                raise SpendingCapExceeded(cap=cap, spent=spent, needed=amount)
-
-    lots = _usable_lots(wallet, now)
-    available = sum(lot.remaining for lot in lots)
-    if available < amount:
-        raise InsufficientCredits(needed=amount, available=available)
-
+    args = (workspace, amount, idempotency_key, member, reason[:500], expires_at)
+    if _set_based():
+        # Refusals come back as values from a transaction that wrote nothing, so no
+        # savepoint is needed for the caller's transaction to survive them.
+        with transaction.atomic(savepoint=False):
+            outcome = _place_hold_set_based(*args)
+        if isinstance(outcome, Hold):
+            return outcome
+        return _replayed_hold(outcome, workspace, amount, idempotency_key, member)
     try:
-        with transaction.atomic():  # the same key racing in through another wallet
-            hold = Hold.objects.dangerously_unscoped().create(
-                wallet=wallet,
-                workspace=workspace,
-                amount=amount,
-                member=member,
-                reason=reason[:500],
-                expires_at=expires_at,
-                created_at=now,
-                idempotency_key=idempotency_key,
-            )
-    except IntegrityError as exc:
-        raise _conflict(idempotency_key) from exc
-    need = amount
-    for lot in lots:
-        if need == 0:
-            break
-        take = min(need, lot.remaining)
-        lot.remaining -= take
-        lot.save(update_fields=["remaining"])
-        HoldAllocation.objects.dangerously_unscoped().create(hold=hold, lot=lot, amount=take)
-        need -= take
-    wallet.balance -= amount
-    wallet.held += amount
-    _save_wallet(wallet)
-    _entry(
-        wallet,
+        with transaction.atomic():
+            return _place_hold(*args)
+    except (IntegrityError, LedgerError) as exc:
+        return _replayed_hold(exc, workspace, amount, idempotency_key, member)
+
+
+def _replayed_hold(refusal: Exception, workspace, amount, key, member) -> Hold:
+    """Refused, or the key is taken: a replay returns the key's first hold, else raise."""
+    hold = Hold.objects.dangerously_unscoped().filter(idempotency_key=key).first()
+    if hold is None:
+        raise refusal
+    if (hold.workspace_id, hold.amount, hold.member_id) != (
+        workspace.pk,
+        amount,
+        getattr(member, "pk", None),
+    ):
+        raise _conflict(key) from refusal
+    return hold
+
+
+USE_SET_BASED_SQL = True
+
+
+def _set_based() -> bool:
+    """PostgreSQL runs hold and settle as one data-modifying statement after the locks;
+    other databases (SQLite, the embedded mode) run the portable statements."""
+    return USE_SET_BASED_SQL and connection.vendor == "postgresql"
+
+
+def _member_cap(workspace, member) -> int | None:
+    row = (
+        Membership.objects.filter(workspace=workspace, user=member)
+        .values_list("monthly_spend_cap")
+        .first()
+    )
+    if row is None:
+        raise LedgerError(_("%(user)s is not a member of this workspace.") % {"user": member})
+    return row[0]
+
+
+def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) -> Hold | LedgerError:
+    """Two statements: lock the wallet if its balance covers the hold, then one statement
+    that inserts the hold (unless the key is taken or too few credits are usable now),
+    its allocations from the usable lots in consumption order, takes them out of the lots,
+    debits the wallet and inserts the entry. Returns the refusal instead of raising it."""
+    now = timezone.now()
+    cap = None
+    if member is not None:
+        try:
+            cap = _member_cap(workspace, member)
+        except LedgerError as exc:
+            return exc
+    locked = _sql(
+        "SELECT id, balance FROM {wallet} WHERE workspace_id = %s AND balance >= %s "
+        "FOR NO KEY UPDATE",
+        [workspace.pk, amount],
+    )
+    if not locked:
+        return InsufficientCredits(needed=amount, available=available_credits(workspace, now=now))
+    [(wallet_id, balance)] = locked
+    if cap is not None:  # under the wallet lock: concurrent holds of one member serialize
+        spent = member_spent_this_month(workspace, member, now=now)
+        if spent + amount > cap:
+            return SpendingCapExceeded(cap=cap, spent=spent, needed=amount)
+    params = {
+        "wallet": wallet_id,
+        "workspace": workspace.pk,
+        "amount": amount,
+        "member": getattr(member, "pk", None),
+        "reason": reason,
+        "expires_at": expires_at,
+        "now": now,
+        "key": key,
+        "balance_after": balance - amount,
+    }
+    [(hold_id, available)] = _sql(
+        """
+        WITH usable AS (
+            SELECT id, remaining, SUM(remaining) OVER (
+                ORDER BY priority, expires_at ASC NULLS LAST, effective_at, id) AS upto
+            FROM {lot}
+            WHERE wallet_id = %(wallet)s AND remaining > 0 AND expired_at IS NULL
+              AND effective_at <= %(now)s AND (expires_at IS NULL OR expires_at > %(now)s)
+        ), enough AS (
+            SELECT COALESCE(MAX(upto), 0) AS available FROM usable
+        ), new_hold AS (
+            INSERT INTO {hold} (wallet_id, workspace_id, amount, status, charged, member_id,
+                                reason, expires_at, created_at, idempotency_key)
+            SELECT %(wallet)s, %(workspace)s, %(amount)s, 'pending', 0, %(member)s,
+                   %(reason)s, %(expires_at)s, %(now)s, %(key)s
+            FROM enough WHERE available >= %(amount)s
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id
+        ), pinned AS (
+            INSERT INTO {allocation} (hold_id, lot_id, amount, charged, returned)
+            SELECT new_hold.id, usable.id, CASE WHEN upto <= %(amount)s THEN remaining
+                   ELSE %(amount)s - (upto - remaining) END, 0, 0
+            FROM new_hold, usable WHERE upto - remaining < %(amount)s ORDER BY upto
+            RETURNING lot_id, amount
+        ), taken AS (
+            UPDATE {lot} SET remaining = {lot}.remaining - pinned.amount
+            FROM pinned WHERE {lot}.id = pinned.lot_id
+        ), debited AS (
+            UPDATE {wallet} SET balance = balance - %(amount)s, held = held + %(amount)s,
+                                updated_at = %(now)s
+            FROM new_hold WHERE {wallet}.id = %(wallet)s
+        ), entry AS (
+            INSERT INTO {entry} (wallet_id, workspace_id, kind, amount, held_delta,
+                                 balance_after, hold_id, actor_id, reason, params,
+                                 idempotency_key, created_at)
+            SELECT %(wallet)s, %(workspace)s, 'hold', -%(amount)s, %(amount)s,
+                   %(balance_after)s, new_hold.id, %(member)s, %(reason)s, '{{}}',
+                   %(key)s, %(now)s
+            FROM new_hold
+        )
+        SELECT (SELECT id FROM new_hold), (SELECT available FROM enough)
+        """,
+        params,
+    )
+    if hold_id is None:
+        if available < amount:
+            return InsufficientCredits(needed=amount, available=available)
+        return _conflict(key)  # the key is taken: a replay, or a conflict
+    hold = Hold(
+        id=hold_id,
+        wallet_id=wallet_id,
+        workspace_id=workspace.pk,
+        amount=amount,
+        member_id=params["member"],
+        reason=reason,
+        expires_at=expires_at,
+        created_at=now,
+        idempotency_key=key,
+    )
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    return hold
+
+
+def _place_hold(workspace, amount, key, member, reason, expires_at) -> Hold:
+    """The portable hold, five statements without a member: debit the wallet (its row
+    lock), insert the hold, insert its allocations from the usable lots in consumption
+    order, take them out of those lots, insert the entry."""
+    now = timezone.now()
+    cap = _member_cap(workspace, member) if member is not None else None
+    debited = _sql(
+        "UPDATE {wallet} SET balance = balance - %s, held = held + %s, updated_at = %s "
+        "WHERE workspace_id = %s AND balance >= %s RETURNING id, balance",
+        [amount, amount, _db_time(now), workspace.pk, amount],
+    )
+    if not debited:
+        raise InsufficientCredits(needed=amount, available=available_credits(workspace, now=now))
+    [(wallet_id, balance)] = debited
+    if cap is not None:  # under the wallet lock: concurrent holds of one member serialize
+        spent = member_spent_this_month(workspace, member, now=now)
+        if spent + amount > cap:
+            raise SpendingCapExceeded(cap=cap, spent=spent, needed=amount)
+
+    hold = Hold(
+        wallet_id=wallet_id,
+        workspace=workspace,
+        amount=amount,
+        member=member,
+        reason=reason[:500],
+        expires_at=expires_at,
+        created_at=now,
+        idempotency_key=key,
+    )
+    hold.save(force_insert=True)
+    pinned = _sql(
+        "INSERT INTO {allocation} (hold_id, lot_id, amount, charged, returned) "
+        "SELECT %s, id, CASE WHEN upto <= %s THEN remaining ELSE %s - (upto - remaining) END, "
+        "0, 0 FROM (SELECT id, remaining, SUM(remaining) OVER (ORDER BY priority, "
+        "expires_at ASC NULLS LAST, effective_at, id) AS upto FROM {lot} "
+        "WHERE wallet_id = %s AND remaining > 0 AND expired_at IS NULL AND effective_at <= %s "
+        "AND (expires_at IS NULL OR expires_at > %s)) AS usable "
+        "WHERE upto - remaining < %s ORDER BY upto RETURNING amount",
+        [hold.pk, amount, amount, wallet_id, _db_time(now), _db_time(now), amount],
+    )
+    available = sum(row[0] for row in pinned)
+    if available < amount:  # the balance counts lots not yet effective or due to expire
+        raise InsufficientCredits(needed=amount, available=available)
+    _sql(
+        "UPDATE {lot} SET remaining = {lot}.remaining - a.amount FROM {allocation} AS a "
+        "WHERE a.hold_id = %s AND {lot}.id = a.lot_id",
+        [hold.pk],
+    )
+    _insert_entry(
+        wallet_id,
+        workspace.pk,
         EntryKind.HOLD,
         -amount,
-        idempotency_key,
+        balance,
+        key,
         held_delta=amount,
-        hold=hold,
-        actor=member if getattr(member, "pk", None) else None,
+        hold_id=hold.pk,
+        actor_id=member.pk if getattr(member, "pk", None) else None,
         reason=reason[:500],
+        created_at=now,
     )
     return hold
+
+
+def _insert_entry(
+    wallet_id: int,
+    workspace_id: int,
+    kind: str,
+    amount: int,
+    balance_after: int,
+    key: str,
+    **fields,
+) -> LedgerEntry:
+    entry = LedgerEntry(
+        wallet_id=wallet_id,
+        workspace_id=workspace_id,
+        kind=kind,
+        amount=amount,
+        balance_after=balance_after,
+        idempotency_key=key,
+        **fields,
+    )
+    entry.save(force_insert=True)
+    return entry
 
 
 # --- settle / release --------------------------------------------------------------------
@@ -393,84 +609,222 @@ def _close_hold(
     requested: int | None = None,
 ) -> Hold:
     """Charge `charge` credits of a pending hold (in consumption order), return the rest."""
-    wallet_id = (
-        Hold.objects.dangerously_unscoped().filter(pk=hold_id).values_list("wallet_id", flat=True)
-    ).first()
-    if wallet_id is None:
-        raise LedgerError(_("There is no hold #%(id)d.") % {"id": hold_id})
-    wallet = _lock_wallet_by_id(wallet_id)
+    args = (hold_id, charge, key, kind, final_status, reason[:500], requested)
+    if _set_based():
+        with transaction.atomic(savepoint=False):
+            outcome = _close_set_based(*args)
+        if isinstance(outcome, Hold):
+            return outcome
+        return _replayed_close(outcome, hold_id, key, kind, requested)
+    try:
+        with transaction.atomic():
+            return _close(*args)
+    except (IntegrityError, LedgerError) as exc:
+        return _replayed_close(exc, hold_id, key, kind, requested)
+
+
+def _replayed_close(refusal: Exception, hold_id: int, key: str, kind: str, requested) -> Hold:
+    """No longer pending, or the key is taken: a replay returns the hold as it closed."""
     done = LedgerEntry.objects.dangerously_unscoped().filter(kind=kind, idempotency_key=key)
     entry = done.first()
-    if entry is not None:
-        if entry.hold_id != hold_id or entry.params.get("requested") != requested:
-            raise _conflict(key)
-        return Hold.objects.dangerously_unscoped().get(pk=hold_id)
+    if entry is None:
+        raise refusal
+    if entry.hold_id != hold_id or entry.params.get("requested") != requested:
+        raise _conflict(key) from refusal
+    return Hold.objects.dangerously_unscoped().get(pk=hold_id)
 
-    hold = Hold.objects.dangerously_unscoped().select_for_update().get(pk=hold_id)
-    if hold.status != HoldStatus.PENDING:
-        raise LedgerError(
-            _("Hold #%(id)d is already %(status)s.")
-            % {"id": hold.pk, "status": hold.get_status_display().lower()}
-        )
-    now = timezone.now()
-    charge = min(charge, hold.amount)
-    allocations = list(hold.allocations.select_related("lot").order_by("id"))
-    lots = {
-        lot.pk: lot
-        for lot in CreditLot.objects.dangerously_unscoped()
-        .select_for_update()
-        .filter(pk__in=[a.lot_id for a in allocations])
-        .order_by("pk")
-    }
-    left_to_charge = charge
-    returned_total = 0
-    charged_from: list[tuple[CreditLot, int]] = []
-    expired_returns: list[tuple[CreditLot, int]] = []
-    for allocation in allocations:
-        lot = lots[allocation.lot_id]
-        charged = min(left_to_charge, allocation.amount)
-        returned = allocation.amount - charged
-        left_to_charge -= charged
-        allocation.charged = charged
-        allocation.returned = returned
-        allocation.save(update_fields=["charged", "returned"])
-        if charged:
-            charged_from.append((lot, charged))
-        if returned:
-            lot.remaining += returned
-            lot.save(update_fields=["remaining"])
-            returned_total += returned
-            if lot.expired_at is not None or (lot.expires_at and lot.expires_at <= now):
-                expired_returns.append((lot, returned))
 
-    wallet.balance += returned_total
-    wallet.held -= hold.amount
-    _save_wallet(wallet)
-    entry = _entry(
-        wallet,
-        kind,
-        returned_total,
-        key,
-        held_delta=-hold.amount,
-        hold=hold,
-        reason=reason[:500],
-        params={"requested": requested, "charged": charge},
+_HOLD_COLUMNS = [f.column for f in Hold._meta.concrete_fields]
+_HOLD_FIELDS = [f.attname for f in Hold._meta.concrete_fields]
+_CLOSE_PENDING = (
+    "UPDATE {hold} SET status = %s, closed_at = %s, "
+    "charged = CASE WHEN amount < %s THEN amount ELSE %s END "
+    "WHERE id = %s AND status = %s RETURNING {hold_columns}"
+)
+
+
+def _close_pending(hold_id: int, charge: int, final_status: str, now: datetime) -> Hold | None:
+    """Close the hold if it is still pending (its row lock); None when it is not."""
+    closed = _sql(
+        _CLOSE_PENDING,
+        [final_status, _db_time(now), charge, charge, hold_id, HoldStatus.PENDING],
     )
-    for lot, amount in charged_from:
-        Consumption.objects.dangerously_unscoped().create(
-            entry=entry, lot=lot, hold=hold, amount=amount
-        )
-    for lot, amount in expired_returns:
-        _expire_lot_amount(wallet, lot, amount, now, key=f"hold:{hold.pk}:lot:{lot.pk}")
+    if not closed:
+        return None
+    return Hold.from_db(connection.alias, _HOLD_FIELDS, _converted(Hold, closed[0]))
 
-    hold.status = final_status
-    hold.charged = charge
-    hold.closed_at = now
-    hold.save(update_fields=["status", "charged", "closed_at"])
+
+def _not_pending(hold_id: int) -> LedgerError:
+    hold = Hold.objects.dangerously_unscoped().filter(pk=hold_id).first()
+    if hold is None:
+        return LedgerError(_("There is no hold #%(id)d.") % {"id": hold_id})
+    return LedgerError(
+        _("Hold #%(id)d is already %(status)s.")
+        % {"id": hold.pk, "status": hold.get_status_display().lower()}
+    )
+
+
+def _close_set_based(
+    hold_id, charge, key, kind, final_status, reason, requested
+) -> Hold | LedgerError:
+    """Three statements: close the hold if pending (its row lock), credit the wallet (its
+    row lock), then one statement that splits the allocations into charged and returned,
+    returns credits to their lots, inserts the entry and the lots that paid for it."""
+    now = timezone.now()
+    hold = _close_pending(hold_id, charge, final_status, now)
+    if hold is None:
+        return _not_pending(hold_id)
+    returned_total = hold.amount - hold.charged
+    [(balance,)] = _sql(
+        "UPDATE {wallet} SET balance = balance + %s, held = held - %s, updated_at = %s "
+        "WHERE id = %s RETURNING balance",
+        [returned_total, hold.amount, now, hold.wallet_id],
+    )
+    [(entry_id, lapsed_lots, lapsed_amounts)] = _sql(
+        """
+        WITH split AS (
+            SELECT id, lot_id, amount, CASE WHEN upto <= %(charged)s THEN amount
+                   WHEN upto - amount >= %(charged)s THEN 0
+                   ELSE %(charged)s - (upto - amount) END AS charged
+            FROM (SELECT id, lot_id, amount, SUM(amount) OVER (ORDER BY id) AS upto
+                  FROM {allocation} WHERE hold_id = %(hold)s) AS running
+        ), closed AS (
+            UPDATE {allocation} SET charged = split.charged,
+                                   returned = split.amount - split.charged
+            FROM split WHERE {allocation}.id = split.id
+        ), refilled AS (
+            UPDATE {lot} SET remaining = {lot}.remaining + split.amount - split.charged
+            FROM split WHERE {lot}.id = split.lot_id AND split.amount > split.charged
+            RETURNING {lot}.id, split.amount - split.charged AS returned,
+                      ({lot}.expired_at IS NOT NULL OR {lot}.expires_at <= %(now)s) AS lapsed
+        ), entry AS (
+            INSERT INTO {entry} (wallet_id, workspace_id, kind, amount, held_delta,
+                                 balance_after, hold_id, reason, params, idempotency_key,
+                                 created_at)
+            VALUES (%(wallet)s, %(workspace)s, %(kind)s, %(returned)s, -%(amount)s,
+                    %(balance)s, %(hold)s, %(reason)s, %(params)s, %(key)s, %(now)s)
+            ON CONFLICT (kind, idempotency_key) DO NOTHING
+            RETURNING id
+        ), paid AS (
+            INSERT INTO {consumption} (entry_id, lot_id, hold_id, amount)
+            SELECT entry.id, split.lot_id, %(hold)s, split.charged
+            FROM entry, split WHERE split.charged > 0 ORDER BY split.id
+        )
+        SELECT (SELECT id FROM entry),
+               ARRAY(SELECT id FROM refilled WHERE lapsed ORDER BY id),
+               ARRAY(SELECT returned FROM refilled WHERE lapsed ORDER BY id)
+        """,
+        {
+            "hold": hold_id,
+            "charged": hold.charged,
+            "now": now,
+            "wallet": hold.wallet_id,
+            "workspace": hold.workspace_id,
+            "kind": kind,
+            "returned": returned_total,
+            "amount": hold.amount,
+            "balance": balance,
+            "reason": reason,
+            "params": json.dumps({"requested": requested, "charged": hold.charged}),
+            "key": key,
+        },
+    )
+    if entry_id is None:  # the key settled another hold: nothing here may stand
+        raise _conflict(key)
+    if lapsed_lots:  # credits returned to a lot that expired meanwhile expire at once
+        wallet = _lock_wallet_by_id(hold.wallet_id)
+        lots = CreditLot.objects.dangerously_unscoped().in_bulk(lapsed_lots)
+        for lot_id, amount in zip(lapsed_lots, lapsed_amounts, strict=True):
+            key = f"hold:{hold_id}:lot:{lot_id}"
+            _expire_lot_amount(wallet, lots[lot_id], amount, now, key=key)
     return hold
 
 
-@transaction.atomic
+def _close(hold_id, charge, key, kind, final_status, reason, requested) -> Hold:
+    """Five statements at most: close the hold (its row lock), credit the wallet (its row
+    lock), split each allocation into charged and returned, return credits to their lots,
+    insert the entry and, when something was charged, the lots that paid for it."""
+    now = timezone.now()
+    hold = _close_pending(hold_id, charge, final_status, now)
+    if hold is None:
+        raise _not_pending(hold_id)
+    returned_total = hold.amount - hold.charged
+    [(balance,)] = _sql(
+        "UPDATE {wallet} SET balance = balance + %s, held = held - %s, updated_at = %s "
+        "WHERE id = %s RETURNING balance",
+        [returned_total, hold.amount, _db_time(now), hold.wallet_id],
+    )
+    # Allocations were made in consumption order: charge the first ones, return the rest.
+    _sql(
+        "UPDATE {allocation} SET charged = split.charged, returned = split.amount - split.charged "
+        "FROM (SELECT id, amount, CASE WHEN upto <= %s THEN amount WHEN upto - amount >= %s "
+        "THEN 0 ELSE %s - (upto - amount) END AS charged FROM (SELECT id, amount, "
+        "SUM(amount) OVER (ORDER BY id) AS upto FROM {allocation} WHERE hold_id = %s) AS o) "
+        "AS split WHERE {allocation}.id = split.id",
+        [hold.charged, hold.charged, hold.charged, hold_id],
+    )
+    expired: list[int] = []
+    if returned_total:
+        # (SQLite misjudges expressions in the RETURNING of an UPDATE … FROM: plain columns.)
+        refilled = _sql(
+            "UPDATE {lot} SET remaining = {lot}.remaining + a.returned FROM {allocation} AS a "
+            "WHERE a.hold_id = %s AND a.returned > 0 AND {lot}.id = a.lot_id "
+            "RETURNING {lot}.id, {lot}.expired_at, {lot}.expires_at",
+            [hold_id],
+        )
+        due_field = CreditLot._meta.get_field("expires_at")
+        expired = [
+            lot_id
+            for lot_id, lapsed, due in refilled
+            if lapsed is not None or (due is not None and _from_db(due_field, due) <= now)
+        ]
+    entry = _insert_entry(
+        hold.wallet_id,
+        hold.workspace_id,
+        kind,
+        returned_total,
+        balance,
+        key,
+        held_delta=-hold.amount,
+        hold_id=hold_id,
+        reason=reason[:500],
+        params={"requested": requested, "charged": hold.charged},
+        created_at=now,
+    )
+    if hold.charged:
+        _sql(
+            "INSERT INTO {consumption} (entry_id, lot_id, hold_id, amount) "
+            "SELECT %s, lot_id, hold_id, charged FROM {allocation} "
+            "WHERE hold_id = %s AND charged > 0 ORDER BY id",
+            [entry.pk, hold_id],
+        )
+    if expired:  # credits returned to a lot that expired meanwhile expire at once
+        wallet = _lock_wallet_by_id(hold.wallet_id)
+        returned = dict(
+            HoldAllocation.objects.dangerously_unscoped()
+            .filter(hold_id=hold_id, lot_id__in=expired)
+            .values_list("lot_id", "returned")
+        )
+        for lot in CreditLot.objects.dangerously_unscoped().filter(pk__in=expired).order_by("pk"):
+            _expire_lot_amount(
+                wallet, lot, returned[lot.pk], now, key=f"hold:{hold_id}:lot:{lot.pk}"
+            )
+    return hold
+
+
+def _converted(model, row: tuple) -> list:
+    """A raw row of `model`'s concrete columns as the ORM would load it."""
+    return [_from_db(f, v) for f, v in zip(model._meta.concrete_fields, row, strict=True)]
+
+
+def _from_db(field, value):
+    """A raw column value as the ORM would load it (SQLite returns text for datetimes)."""
+    column = field.get_col(field.model._meta.db_table)
+    for converter in connection.ops.get_db_converters(column):
+        value = converter(value, column, connection)
+    return value
+
+
 def settle_hold(hold: Hold | int, amount: int, *, idempotency_key: str) -> Hold:
     """Charge `min(amount, hold.amount)` from the pinned lots and release the rest."""
     if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
@@ -486,7 +840,6 @@ def settle_hold(hold: Hold | int, amount: int, *, idempotency_key: str) -> Hold:
     )
 
 
-@transaction.atomic
 def release_hold(hold: Hold | int, *, idempotency_key: str, reason: str = "") -> Hold:
     """Return every pinned credit of a pending hold (a failed or cancelled take)."""
     _check_key(idempotency_key)

@@ -62,3 +62,13 @@ def schedule(db):
             WindowSpec(every_day, time(23), time(9), "off_peak", Decimal("0.5")),
         ],
     )
+
+
+@pytest.fixture(params=["set-based", "portable"])
+def ledger_path(request, monkeypatch):
+    """Run a ledger test on both implementations of hold and settle: PostgreSQL's
+    single data-modifying statement and the portable statements SQLite runs."""
+    from billing import ledger
+
+    monkeypatch.setattr(ledger, "USE_SET_BASED_SQL", request.param == "set-based")
+    return request.param

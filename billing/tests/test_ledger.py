@@ -32,6 +32,9 @@ from billing.models import (
     LedgerEntry,
 )
 
+# Every test runs on both implementations of hold and settle (see conftest.ledger_path).
+pytestmark = pytest.mark.usefixtures("ledger_path")
+
 
 def snapshot(workspace):
     wallet = get_wallet(workspace)

@@ -241,7 +241,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert hold.charged <= hold.amount
 
 
-def test_ledger_state_machine_keeps_every_money_rule(db):
+def test_ledger_state_machine_keeps_every_money_rule(db, ledger_path):
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
