@@ -27,8 +27,11 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 40))
-WARMUP = 3
+from bench.scratch import scratch_database
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3 if QUICK else 40))
+WARMUP = 1 if QUICK else 3
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -122,14 +125,15 @@ def _start_worker(db_name: str, sink_url: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _ping(client: redis.Redis) -> float:
+def _ping(client: redis.Redis, timeout: int = 30) -> float:
     """One bare Celery round trip: enqueue a no-op task, wait for the worker's answer."""
     from bench.tasks import ping
 
     key = f"bench:ping:{uuid.uuid4().hex}"
     started = time.perf_counter()
     ping.delay(key)
-    client.blpop([key], timeout=30)
+    if client.blpop([key], timeout=timeout) is None:
+        raise RuntimeError(f"the Celery worker did not answer within {timeout} s")
     return time.perf_counter() - started
 
 
@@ -178,33 +182,8 @@ def _ms(values: list[float]) -> str:
 
 
 def main() -> None:
-    from conftest import make_user
-    from generation.tests.helpers import fund, setup_catalog
-
-    old_name = connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_dispatch_{old_name}"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    threading.Thread(target=sink.serve_forever, daemon=True).start()
-    sink_url = f"http://127.0.0.1:{sink.server_address[1]}"
-    media = tempfile.mkdtemp(prefix="bench-media-")
-    os.environ["MEDIA_ROOT"] = media
-    node_url, node = _start_node(f"{sink_url}/ingest/")
-    worker = _start_worker(db_name, sink_url)
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        setup_catalog(base_url=node_url)
-        user = make_user("bench@example.com")
-        workspace = user.workspaces.get()
-        fund(workspace, 10_000)
-        samples = _rounds(client, user, workspace, node_url)
-    finally:
-        worker.terminate()
-        node.terminate()
-        worker.wait(timeout=20)
-        node.wait(timeout=20)
-        sink.shutdown()
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+    with scratch_database("dispatch") as db_name:
+        samples = _run(db_name)
     base = statistics.median(samples["baseline"])
     print(f"{ROUNDS} rounds (after {WARMUP} warm-up), baseline and dispatch interleaved")
     print(f"bare Celery round trip:         {_ms(samples['baseline'])}")
@@ -215,3 +194,30 @@ def main() -> None:
         median = statistics.median(samples[name]) / base
         p90 = _p90(samples[name]) / _p90(samples["baseline"])
         print(f"ratio {label}: median {median:.2f}x, p90 {p90:.2f}x (target <= 3x)")
+
+
+def _run(db_name: str) -> dict[str, list[float]]:
+    from conftest import make_user
+    from generation.tests.helpers import fund, setup_catalog
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    sink_url = f"http://127.0.0.1:{sink.server_address[1]}"
+    media = tempfile.mkdtemp(prefix="bench-media-")
+    os.environ["MEDIA_ROOT"] = media
+    node_url, node = _start_node(f"{sink_url}/ingest/")
+    worker = _start_worker(db_name, sink_url)
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=300)
+    try:
+        setup_catalog(base_url=node_url)
+        user = make_user("bench@example.com")
+        workspace = user.workspaces.get()
+        fund(workspace, 10_000)
+        _ping(client, timeout=180)  # the worker is up (slow to start on a busy machine)
+        return _rounds(client, user, workspace, node_url)
+    finally:
+        worker.terminate()
+        node.terminate()
+        worker.wait(timeout=20)
+        node.wait(timeout=20)
+        sink.shutdown()

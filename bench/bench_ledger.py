@@ -25,6 +25,8 @@ import time
 
 from django.db import connection, transaction
 
+from bench.scratch import scratch_database
+
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = 3 if QUICK else 15  # interleaved rounds of the single-client measure
 BATCH = 10 if QUICK else 40  # operations per round and kind
@@ -197,7 +199,7 @@ def _add_entries(workspace, total: int) -> None:
     missing = total - LedgerEntry.objects.filter(wallet=wallet).count()
     if missing <= 0:
         return
-    # Balanced pairs of history (a grant of 1 and a hold of 1), so the wallet stays sane.
+    # History that moves nothing (amount 0), so the wallet's audit stays clean.
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO billing_ledgerentry (wallet_id, workspace_id, kind, amount, "
@@ -214,20 +216,20 @@ def _add_entries(workspace, total: int) -> None:
 def _balance_reads() -> dict:
     from billing import ledger
 
-    workspace = _workspace("reader@example.com", 1_000)
-    # Other wallets' history shares the table, as on a real platform.
-    medians = {}
-    for total in ENTRIES:
+    # One reader per ledger size, read in turn (interleaved, so both see the same load).
+    readers = {total: _workspace(f"reader{total}@example.com", 1_000) for total in ENTRIES}
+    for total, workspace in readers.items():
         _add_entries(workspace, total)
-        times = []
-        for _ in range(READS):
+    times: dict[int, list[float]] = {total: [] for total in ENTRIES}
+    for _ in range(READS):
+        for total, workspace in readers.items():
             started = time.perf_counter()
             ledger.get_wallet(workspace).balance  # noqa: B018 — the read being measured
             ledger.available_credits(workspace)
-            times.append(time.perf_counter() - started)
-        medians[total] = statistics.median(times) * 1e3
+            times[total].append(time.perf_counter() - started)
+    medians = {total: statistics.median(values) * 1e3 for total, values in times.items()}
     low, high = medians[ENTRIES[0]], medians[ENTRIES[-1]]
-    print("balance read (wallet row + credits available now), median of", READS)
+    print(f"balance read (wallet row + credits available now), interleaved, median of {READS}")
     for total, value in medians.items():
         print(f"  {total:>9,} ledger entries: {value:6.3f} ms")
     print(f"  ratio {ENTRIES[-1]:,} / {ENTRIES[0]:,} entries: {high / low:.2f}x (goal <= 1.5x)")
@@ -235,13 +237,8 @@ def _balance_reads() -> dict:
 
 
 def main() -> dict:
-    old_name = connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_ledger_{old_name}"
-    db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with scratch_database("ledger") as db_name:
         result = _single_client()
         result.update(_hot_wallet(db_name))
         result.update(_balance_reads())
         return result
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)

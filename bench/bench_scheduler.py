@@ -13,15 +13,17 @@ Two runs of 1,000 takes each on 10 nodes of mixed speed:
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection
+from bench.scratch import scratch_database
 
+QUICK = os.environ.get("BENCH_QUICK") == "1"
 NODES = 10
-TAKES = 1000
+TAKES = 50 if QUICK else 1000
 T0 = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)
 
 
@@ -225,14 +227,7 @@ def run_fairness(rng: random.Random) -> None:
 
 
 def main() -> None:
-    old_name = connection.settings_dict["NAME"]
-    # A scratch database of its own (never the test suite's).
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_scheduler_{old_name}"
-    test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    try:
+    with scratch_database("scheduler"):  # a database of its own (never the test suite's)
         rng = random.Random(7)
         run_classes(rng)
         run_fairness(rng)
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        del test_name
