@@ -1,0 +1,227 @@
+"""The dispatcher's claim at scale: how long one `claim_next()` takes as the queue grows,
+and how claims per second grow with dispatcher processes.
+
+Worlds (queued takes, workspaces, nodes), grown in one scratch database, nodes serving
+a mix of three models, workspaces on three plan classes:
+- 1,000 / 100 / 10 and 10,000 / 1,000 / 10 (every run): the median claim of each, and
+  the ratio of the larger to the smaller (goal ≤ 1.5×: not linear in the queue);
+- 100,000 / 10,000 / 1,000 with BENCH_SCALE=1 (slow to build): median claim ≤ 5 ms and
+  ≤ 1.5× the 1,000 figure.
+Each measured claim is followed (untimed) by finishing the take, so the slot frees and the
+queue stays the same size. Then 1, 2 and 4 processes claim and finish together for a few
+seconds on the largest world: claims per second against one process (goals ≥ 1.8× for
+two, ≥ 3× for four). The scheduling quality (utilization, class order, Jain's index) is
+bench_scheduler's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import statistics
+import time
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from bench.scratch import scratch_database
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SCALE = os.environ.get("BENCH_SCALE") == "1"
+WORLDS = [(1_000, 100, 10), (10_000, 1_000, 10)]
+if SCALE:
+    WORLDS.append((100_000, 10_000, 1_000))
+if QUICK:
+    WORLDS = [(300, 30, 10), (1_500, 150, 10)]
+CLAIMS = 20 if QUICK else 150
+PROCESS_SECONDS = 1.5 if QUICK else 5.0
+PROCESSES = [1, 2] if QUICK else [1, 2, 4]
+MODELS = 3
+PRIORITIES = [0, 10, 20]
+
+
+def _catalog() -> dict:
+    from billing.models import Plan
+    from generation.models import NodePool, Route, VideoModel
+
+    models, pools = [], []
+    for index in range(MODELS):
+        model = VideoModel.objects.create(
+            slug=f"claim-{index}", name=f"Claim {index}", family="Claim", resolutions=["480p"],
+            durations=[1, 2, 3, 4, 5],
+        )  # fmt: skip
+        pool = NodePool.objects.create(slug=f"claim-{index}", name=f"Claim {index}")
+        Route.objects.create(video_model=model, pool=pool)
+        models.append(model)
+        pools.append(pool)
+    plans = [
+        Plan.objects.create(
+            slug=f"claim-{p}", name=f"Claim {p}", queue_priority=p, max_concurrent_takes=4
+        )
+        for p in PRIORITIES
+    ]
+    return {"models": models, "pools": pools, "plans": plans, "workspaces": [], "nodes": 0}
+
+
+def _grow(world: dict, queued: int, workspaces: int, nodes: int, rng: random.Random) -> None:
+    """Add workspaces, nodes and queued takes until the world has this many."""
+    from accounts.models import Workspace
+    from billing.models import Subscription
+    from generation.models import Node, Project, Shot, Submission, Take, TakeStatus
+
+    now = timezone.now()
+    new = [
+        Workspace(name=f"w{i}", slug=f"claim-w{i}")
+        for i in range(len(world["workspaces"]), workspaces)
+    ]
+    Workspace.objects.bulk_create(new, batch_size=2_000)
+    subs, projects = [], []
+    for workspace in new:
+        plan = world["plans"][workspace.pk % len(world["plans"])]
+        subs.append(
+            Subscription(
+                workspace=workspace,
+                plan=plan,
+                current_period_start=now - timedelta(days=1),
+                current_period_end=now + timedelta(days=30),
+            )
+        )
+        projects.append(Project(workspace=workspace, name="p"))
+    Subscription.objects.dangerously_unscoped().bulk_create(subs, batch_size=2_000)
+    Project.objects.dangerously_unscoped().bulk_create(projects, batch_size=2_000)
+    shots = Shot.objects.bulk_create([Shot(project=p, prompt="p") for p in projects], 2_000)
+    submissions = Submission.objects.dangerously_unscoped().bulk_create(
+        [Submission(workspace=w, idempotency_key="k", fingerprint="x") for w in new], 2_000
+    )
+    for workspace, shot, submission in zip(new, shots, submissions, strict=True):
+        plan = world["plans"][workspace.pk % len(world["plans"])]
+        world["workspaces"].append((workspace.pk, shot.pk, submission.pk, plan.queue_priority))
+
+    added = []
+    for index in range(world["nodes"], nodes):
+        model = index % MODELS
+        added.append(
+            Node(
+                name=f"claim-{index}",
+                pool=world["pools"][model],
+                base_url="http://claim.invalid",
+                auth_token="x",
+            )
+        )
+    Node.objects.bulk_create(added, batch_size=2_000)
+    Node.served_models.through.objects.bulk_create(
+        [
+            Node.served_models.through(node_id=n.pk, videomodel_id=world["models"][i % MODELS].pk)
+            for i, n in enumerate(added, start=world["nodes"])
+        ],
+        batch_size=2_000,
+    )
+    world["nodes"] = nodes
+
+    missing = queued - Take.objects.filter(status=TakeStatus.QUEUED).count()
+    takes = []
+    for index in range(missing):
+        ws, shot, submission, priority = rng.choice(world["workspaces"])
+        takes.append(
+            Take(
+                workspace_id=ws, shot_id=shot, submission_id=submission,
+                video_model=world["models"][index % MODELS], mode="standard",
+                resolution="480p", aspect_ratio="16:9", width=854, height=480,
+                duration_seconds=rng.randint(1, 5), fps=16, seed=index, quote={},
+                priority=priority, status=TakeStatus.QUEUED,
+            )
+        )  # fmt: skip
+    Take.objects.bulk_create(takes, batch_size=5_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def _claim_and_finish() -> float | None:
+    """One timed claim; the claimed take then finishes (untimed) so its slot frees."""
+    from generation.models import Take, TakeStatus
+    from workers.dispatch import claim_next
+
+    started = time.perf_counter()
+    take = claim_next()
+    elapsed = time.perf_counter() - started
+    if take is None:
+        return None
+    Take.objects.dangerously_unscoped().filter(pk=take.pk).update(status=TakeStatus.SUCCEEDED)
+    return elapsed
+
+
+def _median_claim() -> float:
+    times = []
+    for _ in range(CLAIMS):
+        elapsed = _claim_and_finish()
+        if elapsed is None:
+            raise RuntimeError("nothing to claim: the world has no free slot or no queue")
+        times.append(elapsed)
+    return statistics.median(times) * 1e3
+
+
+def _claimer(db_name: str, seconds: float, ready, results) -> None:
+    """One dispatcher process: claim and finish until the time is up."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()  # (already done when the parent ran as `python -m bench`)
+    connection.close()
+    connection.settings_dict["NAME"] = db_name
+    _claim_and_finish()  # warm the connection
+    ready.wait()
+    until = time.time() + seconds
+    claims = 0
+    while time.time() < until:
+        if _claim_and_finish() is not None:
+            claims += 1
+    connection.close()
+    results.put(claims)
+
+
+def _claims_per_second(db_name: str, processes: int) -> float:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(processes)
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_claimer, args=(db_name, PROCESS_SECONDS, ready, queue))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    claims = sum(queue.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=30)
+    return claims / PROCESS_SECONDS
+
+
+def main() -> dict:
+    rng = random.Random(16)
+    result: dict = {}
+    with scratch_database("claim") as db_name:
+        world = _catalog()
+        medians = {}
+        for queued, workspaces, nodes in WORLDS:
+            started = time.perf_counter()
+            _grow(world, queued, workspaces, nodes, rng)
+            built = time.perf_counter() - started
+            medians[queued] = _median_claim()
+            print(
+                f"{queued:>7,} queued, {workspaces:>6,} workspaces, {nodes:>5,} nodes: "
+                f"median claim {medians[queued]:8.2f} ms (of {CLAIMS}; built in {built:.0f} s)"
+            )
+        small = WORLDS[0][0]
+        for queued, _w, _n in WORLDS[1:]:
+            ratio = medians[queued] / medians[small]
+            result[f"claim_ratio_{queued}"] = ratio
+            print(f"  ratio {queued:,} / {small:,} queued: {ratio:.2f}x (goal <= 1.5x)")
+        connection.close()
+        rates = {n: _claims_per_second(db_name, n) for n in PROCESSES}
+        print(f"dispatcher processes claiming together for {PROCESS_SECONDS:.0f} s each:")
+        for n, rate in rates.items():
+            print(f"  {n} process(es): {rate:7.1f} claims/s, ratio {rate / rates[1]:.2f}x")
+        result.update({f"processes_{n}": rate / rates[1] for n, rate in rates.items()})
+        result["median_claim_ms"] = medians
+    return result
