@@ -21,6 +21,7 @@ app.conf.task_default_queue = "default"
 app.conf.task_routes = {
     "workers.tasks.dispatch_*": {"queue": "dispatch"},
     "workers.tasks.process_*": {"queue": "media"},
+    "workers.tasks.collect_*": {"queue": "media"},
     "billing.tasks.*": {"queue": "billing"},
 }
 app.conf.broker_connection_retry_on_startup = True

@@ -13,11 +13,11 @@ from rest_framework.decorators import api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from workers.dispatch import queue_position
 from workers.media import signed_media_url
 
 from .lifecycle import TakeActionError, cancel_take
 from .models import Project, Take, TakeStatus
+from .queue import queue_position
 from .submission import SubmissionError, TakeSpec, finalize_take, submit_takes
 
 

@@ -92,6 +92,11 @@ class Node(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def backend_kind(self) -> str:
+        """Which `workers.backends` client speaks to this node."""
+        return "cog"
+
 
 class RouteKind(models.TextChoices):
     NODE_POOL = "node_pool", _("GPU node pool")
@@ -211,8 +216,25 @@ class TakeStatus(models.TextChoices):
     EXPIRED = "expired", _("Expired")
 
 
-ACTIVE_ON_NODE = (TakeStatus.DISPATCHING, TakeStatus.RUNNING)
+# Sent to a node or a provider and not back yet: these hold a slot there.
+IN_FLIGHT = (TakeStatus.DISPATCHING, TakeStatus.RUNNING)
 TERMINAL = (TakeStatus.SUCCEEDED, TakeStatus.FAILED, TakeStatus.CANCELED, TakeStatus.EXPIRED)
+
+
+class AttemptStatus(models.TextChoices):
+    """How one attempt of a take ended (`workers.ProviderJob.status`)."""
+
+    SUBMITTED = "submitted", _("Submitted")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    BLOCKED = "blocked", _("Blocked by moderation")
+    CANCELED = "canceled", _("Canceled")
+    # The provider could not take it (429, 5xx, timeout): the take moved to the next route.
+    FAILED_OVER = "failed_over", _("Failed over")
+
+
+ATTEMPT_LIVE = (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING)
 
 
 class Take(WorkspaceOwned):

@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from PIL import Image, UnidentifiedImageError
 
 from billing import ledger, plans, pricing
+from config import enqueue
 
 from .models import (
     RESOLUTION_SHORT_SIDE,
@@ -380,19 +381,12 @@ def _create(
                     take.hold_id = hold.pk
                 take.save(force_insert=True)
                 takes.append(take)
-            ids = [str(take.id) for take in takes]
-            transaction.on_commit(lambda: _enqueue(ids))
+            enqueue.after_commit(enqueue.DISPATCH)
             return takes
     except BaseException:
         for name in stored:
             default_storage.delete(name)
         raise
-
-
-def _enqueue(take_ids: list[str]) -> None:
-    from workers.tasks import dispatch_takes
-
-    dispatch_takes.delay(take_ids)
 
 
 def submit_takes(

@@ -21,12 +21,12 @@ from django.views.decorators.http import require_POST, require_safe
 
 from billing import ledger, plans, pricing
 from billing.models import CreditPackage
-from workers.dispatch import queue_position
 from workers.media import signed_media_url
 
 from .curation import choose_take, project_costs, set_favourite, shot_costs
 from .lifecycle import TakeActionError, cancel_take
 from .models import TERMINAL, Project, Shot, Take, TakeStatus, VideoModel
+from .queue import queue_positions
 from .submission import (
     RESOLUTION_RANK,
     SubmissionError,
@@ -277,13 +277,20 @@ def _grid_takes(request: HttpRequest, project: Project | None) -> list[Take]:
     return list(queryset.order_by("-created_at")[:GRID_SIZE])
 
 
-def take_view(take: Take) -> dict:
+def take_views(takes) -> list[dict]:
+    """What a page shows of each take; queue places cost one query for all of them."""
+    takes = list(takes)
+    positions = queue_positions(takes)
+    return [take_view(take, positions.get(take.pk)) for take in takes]
+
+
+def take_view(take: Take, queue_position: int | None = None) -> dict:
     """What a page shows of a take: status, progress, queue place, media links, cost."""
     done = take.status == TakeStatus.SUCCEEDED
     return {
         "take": take,
         "in_flight": take.status not in TERMINAL,
-        "queue_position": queue_position(take),
+        "queue_position": queue_position,
         "poster": signed_media_url(take.output_poster) if done and take.output_poster else "",
         "preview": signed_media_url(take.output_preview) if done and take.output_preview else "",
         "video": signed_media_url(take.output_original) if done and take.output_original else "",
@@ -302,7 +309,7 @@ def take_grid(request: HttpRequest) -> HttpResponse:
 
 
 def _grid_context(request: HttpRequest, project: Project | None) -> dict:
-    cards = [take_view(take) for take in _grid_takes(request, project)]
+    cards = take_views(_grid_takes(request, project))
     return {
         "cards": cards,
         "polling": any(card["in_flight"] for card in cards),
@@ -317,7 +324,11 @@ def take_detail(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
     return render(
         request,
         "generation/take.html",
-        {**take_view(take), "shot": take.shot, "is_chosen": take.shot.chosen_take_id == take.pk},
+        {
+            **take_views([take])[0],
+            "shot": take.shot,
+            "is_chosen": take.shot.chosen_take_id == take.pk,
+        },
     )
 
 
@@ -327,8 +338,8 @@ def take_status(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
     """The status block of one take (polled on the take page while it is in flight)."""
     take = _take(request, take_id)
     if request.GET.get("card"):
-        return render(request, "generation/_take_card.html", {"card": take_view(take)})
-    view = take_view(take)
+        return render(request, "generation/_take_card.html", {"card": take_views([take])[0]})
+    view = take_views([take])[0]
     response = render(request, "generation/_take_status.html", view)
     if not view["in_flight"] and request.headers.get("HX-Request"):
         # Done: reload the page so the player and the take's actions appear.
@@ -420,7 +431,7 @@ def compare(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "generation/compare.html",
-        {"cards": [take_view(t) for t in takes], "error": error},
+        {"cards": take_views(takes), "error": error},
         status=400 if error else 200,
     )
 
@@ -451,7 +462,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         {
             "shot": shot,
             "cost": costs[shot.pk],
-            "cards": [take_view(t) for t in shot.takes.all()],
+            "cards": take_views(shot.takes.all()),
         }
         for shot in shots
     ]

@@ -11,42 +11,44 @@ Upstream providers are claimed the same way: a provider row is a set of slots (i
 concurrency limit), and a model's routes (node pools and providers) are tried in priority
 order; providers that turned this take away (429, 5xx, timeout) go last.
 
-`send_take()` then PUTs the take to its node (async: the node answers at once, the
-outcome comes by webhook) or submits it to its provider (`workers.providers`). Nothing here
-waits for a GPU.
+`send_take()` then builds the take's `Request` once and submits it through the target's
+backend (`workers.backends`): async, the backend answers at once and the outcome comes by
+webhook or poll. `_send` is the one place that maps backend errors to requeue or fail;
+what a backend reports goes to `generation.lifecycle`, which alone changes a take's status.
+Nothing here waits for a GPU.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Workspace
-from billing import ledger, plans, pricing
-from generation.lifecycle import fail_take
-from generation.models import (
-    ACTIVE_ON_NODE,
-    Node,
-    NodeState,
-    Route,
-    RouteKind,
-    Take,
-    TakeStatus,
-    new_secret,
-)
+from billing import plans
+from generation import lifecycle
+from generation.models import IN_FLIGHT, Node, NodeState, Route, RouteKind, Take, TakeStatus
+from generation.queue import eligible_queued, queue_order
+from generation.reports import State
 
 from . import media
-from .backends import NodeAtCapacity, PermanentBackendError, TransientBackendError
-from .backends.cog import DISPATCH_EVENTS, CogClient
+from .backends import (
+    Backend,
+    ModerationBlocked,
+    NodeAtCapacity,
+    PermanentBackendError,
+    Request,
+    TransientBackendError,
+    backend_for,
+)
+from .backends.cog import CogBackend
 from .models import JobStatus, Provider, ProviderJob
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,10 @@ def _locked(queryset: QuerySet, **kwargs: Any) -> QuerySet:
 
 
 def _in_flight_by(field: str, ids) -> dict[int, int]:
-    """Takes holding a slot (dispatching or running) per node or provider id."""
+    """Takes holding a slot (sent, or canceled and not yet let go of) per node or provider."""
     return dict(
         Take.objects.dangerously_unscoped()
-        .filter(**{f"{field}__in": ids}, status__in=ACTIVE_ON_NODE)
+        .filter(lifecycle.holding_slot(), **{f"{field}__in": ids})
         .order_by()
         .values(field)
         .annotate(n=Count("pk"))
@@ -78,29 +80,6 @@ def _in_flight_by(field: str, ids) -> dict[int, int]:
 
 def takes_on_nodes(node_ids) -> dict[int, int]:
     return _in_flight_by("node_id", node_ids)
-
-
-def queue_order(queryset: QuerySet, now) -> QuerySet:
-    """Priority class, then the workspace with least usage this period, then age."""
-    usage = (
-        Take.objects.dangerously_unscoped()
-        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=ledger.month_start(now))
-        .order_by()
-        .values("workspace")
-        .annotate(seconds=Sum("duration_seconds"))
-        .values("seconds")
-    )
-    return queryset.annotate(usage=Coalesce(Subquery(usage), 0)).order_by(
-        "-priority", "usage", "created_at", "id"
-    )
-
-
-def eligible_queued(now) -> QuerySet:
-    """Queued takes allowed to start now (off-peak ones only inside an off-peak window)."""
-    queryset = Take.objects.dangerously_unscoped().filter(status=TakeStatus.QUEUED)
-    if not pricing.is_off_peak(now):
-        queryset = queryset.exclude(mode=pricing.Mode.OFF_PEAK)
-    return queryset
 
 
 def takes_on_providers(provider_ids) -> dict[int, int]:
@@ -160,12 +139,19 @@ def _routes_by_model(
     return result
 
 
-def claim_next(now=None) -> Take | None:
-    """Claim one queued take and a node slot for it; None when nothing fits right now."""
+def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | None:
+    """Claim one queued take and a node slot for it; None when nothing fits right now.
+    `skip_nodes`: nodes that just answered "at capacity" (their slots are busy with work
+    we do not know of, e.g. a cancel still on its way)."""
     now = now or timezone.now()
     with transaction.atomic():
         nodes = list(
-            _locked(Node.objects.filter(state=NodeState.ACTIVE).order_by("id"), skip_locked=True)
+            _locked(
+                Node.objects.filter(state=NodeState.ACTIVE)
+                .exclude(pk__in=skip_nodes)
+                .order_by("id"),
+                skip_locked=True,
+            )
         )
         busy = takes_on_nodes([n.pk for n in nodes])
         free_nodes = []
@@ -197,7 +183,7 @@ def claim_next(now=None) -> Take | None:
             list(_locked(Workspace.objects.filter(pk=take.workspace_id).values_list("pk")))
             running = (
                 Take.objects.dangerously_unscoped()
-                .filter(workspace_id=take.workspace_id, status__in=ACTIVE_ON_NODE)
+                .filter(workspace_id=take.workspace_id, status__in=IN_FLIGHT)
                 .count()
             )
             if running >= plan_of[take.workspace_id].max_concurrent_takes:
@@ -214,152 +200,163 @@ def claim_next(now=None) -> Take | None:
                 )
             ]
             target = (others or options)[0]
-            take.status = TakeStatus.DISPATCHING
-            take.node = target if isinstance(target, Node) else None
-            take.provider = target if isinstance(target, Provider) else None
-            take.attempts += 1
-            take.progress = 0
-            take.dispatched_at = now
-            take.lease_expires_at = now + timedelta(seconds=settings.TAKE_LEASE_SECONDS)
-            # A fresh secret per attempt: a node we gave up on cannot report on it any more.
-            take.webhook_secret = new_secret()
-            take.save(
-                update_fields=[
-                    "status",
-                    "node",
-                    "provider",
-                    "attempts",
-                    "progress",
-                    "dispatched_at",
-                    "lease_expires_at",
-                    "webhook_secret",
-                ]
-            )
+            lifecycle.start_attempt(take, target, now)
             return take
         return None
 
 
 def webhook_url(take: Take) -> str:
-    path = reverse("cog_webhook", args=[take.pk, take.webhook_secret])
+    """The one webhook URL for the take's current attempt, whatever its backend."""
+    path = reverse("take_webhook", args=[take.pk, take.webhook_secret])
     return f"{settings.PUBLIC_BASE_URL}{path}"
 
 
-def prediction_input(take: Take) -> dict[str, Any]:
-    """The Cog input for a take: its parameters, its reference frames as data URLs."""
+def _route(take: Take) -> Route | None:
+    if take.provider_id is None:
+        return None
+    return Route.objects.get(video_model_id=take.video_model_id, provider_id=take.provider_id)
+
+
+def target_of(take: Take) -> Node | Provider | None:
+    return take.node if take.provider_id is None else take.provider
+
+
+def request_for(take: Take) -> Request:
+    """The take's current attempt as every backend sees it, built here and only here."""
     shot = take.shot
-    data: dict[str, Any] = {
-        "prompt": shot.prompt,
-        "negative_prompt": shot.negative_prompt,
-        "seed": take.seed,
-        "width": take.width,
-        "height": take.height,
-        "fps": take.fps,
-        "seconds": take.duration_seconds,
-    }
-    if shot.reference_image:
-        data["image"] = media.data_url(shot.reference_image)
-    if shot.last_frame_image:
-        data["last_frame"] = media.data_url(shot.last_frame_image)
-    if take.node is not None:
-        data.update(take.node.extra_input or {})
-    return data
-
-
-_clients: dict[tuple[str, str, float], CogClient] = {}
-
-
-def client_for(node: Node) -> CogClient:
-    """A kept-alive client per node and process (building one costs more than a PUT)."""
-    key = (node.base_url, node.auth_token, float(settings.NODE_TIMEOUT_SECONDS))
-    client = _clients.get(key)
-    if client is None:
-        client = _clients[key] = CogClient(node.base_url, node.auth_token, timeout=key[2])
-    return client
-
-
-def requeue(take_id, node_id: int | None, reason: str, *, provider_id: int | None = None) -> None:
-    """Put a take that could not run on `node_id` (or at `provider_id`) back in the queue,
-    or fail it when out of attempts. Only acts if the take is still there."""
-    with transaction.atomic():
-        take = _locked(Take.objects.dangerously_unscoped().filter(pk=take_id)).get()
-        if take.status not in ACTIVE_ON_NODE or take.node_id != node_id:
-            return
-        if take.provider_id != provider_id:
-            return
-        if take.attempts >= settings.TAKE_MAX_ATTEMPTS:
-            fail_take(take.pk, f"Gave up after {take.attempts} attempts: {reason}")
-            return
-        log.info("take %s back to the queue: %s", take.pk, reason)
-        take.status = TakeStatus.QUEUED
-        take.previous_node_id = node_id
-        take.node = None
-        take.provider = None
-        take.progress = 0
-        take.lease_expires_at = None
-        take.save(
-            update_fields=[
-                "status",
-                "previous_node",
-                "node",
-                "provider",
-                "progress",
-                "lease_expires_at",
-            ]
-        )
-
-
-def send_to_node(take: Take) -> None:
-    """PUT a claimed take to its node; the outcome arrives by webhook."""
-    node = take.node
-    try:
-        state = client_for(node).submit(
-            str(take.pk), prediction_input(take), webhook_url(take), DISPATCH_EVENTS
-        )
-    except NodeAtCapacity as exc:
-        requeue(take.pk, node.pk, str(exc))
-    except TransientBackendError as exc:
-        requeue(take.pk, node.pk, str(exc))
-    except PermanentBackendError as exc:
-        fail_take(take.pk, str(exc))
+    route = _route(take)
+    if route is not None:
+        model, extra = route.provider_model, route.extra_input
     else:
-        from .callbacks import apply_prediction
+        model, extra = "", take.node.extra_input if take.node else {}
+    return Request(
+        take_id=str(take.pk),
+        attempt=take.attempts,
+        model=model,
+        prompt=shot.prompt,
+        negative_prompt=shot.negative_prompt,
+        seed=take.seed,
+        resolution=take.resolution,
+        aspect_ratio=take.aspect_ratio,
+        width=take.width,
+        height=take.height,
+        duration=take.duration_seconds,
+        fps=take.fps,
+        image=media.data_url(shot.reference_image) if shot.reference_image else None,
+        last_frame=media.data_url(shot.last_frame_image) if shot.last_frame_image else None,
+        webhook_url=webhook_url(take),
+        extra=dict(extra or {}),
+    )
 
-        apply_prediction(take.pk, state, node_id=node.pk)
+
+def _jobs():
+    return ProviderJob.objects.dangerously_unscoped()
+
+
+def _send(take: Take, backend: Backend, request: Request) -> State | None:
+    """Submit; map a backend error to requeue or fail (the one place that decides)."""
+    secret = take.webhook_secret
+    try:
+        return backend.submit(request)
+    except NodeAtCapacity as exc:
+        lifecycle.requeue(take.pk, secret, str(exc), counts=False)
+        raise
+    except ModerationBlocked as exc:
+        where = take.provider.name if take.provider_id else "the node"
+        lifecycle.fail_take(
+            take.pk,
+            f"Blocked by {where}'s moderation: {exc}",
+            secret=secret,
+            attempt_status=JobStatus.BLOCKED,
+        )
+    except TransientBackendError as exc:
+        lifecycle.requeue(take.pk, secret, str(exc))
+    except PermanentBackendError as exc:
+        lifecycle.fail_take(take.pk, str(exc), secret=secret)
+    return None
 
 
 def send_take(take: Take) -> None:
-    """Send a claimed take where it was placed: its node, or its upstream provider."""
+    """Send a claimed take where it was placed (a node or a provider): build its request
+    once, submit it, and hand the answer to the lifecycle. Raises `NodeAtCapacity` after
+    putting the take back (the caller skips that node for a while)."""
+    request = request_for(take)
+    target = target_of(take)
+    job = None
     if take.provider_id is not None:
-        from .providers import send_to_provider
-
-        send_to_provider(take)
-    else:
-        send_to_node(take)
+        job = _jobs().create(
+            take=take, provider=target, attempt=take.attempts, submitted_at=timezone.now()
+        )
+    with backend_for(target) as backend:
+        if not backend.calls_back:
+            request = replace(request, webhook_url="")
+        state = _send(take, backend, request)
+        if state is None:
+            return
+        if job is not None:
+            _jobs().filter(pk=job.pk).update(external_id=state.external_id)
+        lifecycle.apply_state(
+            take.pk, state, secret=take.webhook_secret, calls_back=backend.calls_back
+        )
+        if (
+            Take.objects.dangerously_unscoped()
+            .filter(pk=take.pk, status=TakeStatus.CANCELED, webhook_secret=take.webhook_secret)
+            .exists()
+        ):
+            # Canceled while the submit was on its way: stop it now that it has an id.
+            _cancel(take, backend, request, state.external_id)
 
 
 def dispatch_pending(limit: int = 1000) -> int:
     """Claim and send takes until nothing fits; returns how many were sent."""
     sent = 0
+    at_capacity: set[int] = set()
     while sent < limit:
-        take = claim_next()
+        take = claim_next(skip_nodes=frozenset(at_capacity))
         if take is None:
             break
-        send_take(take)
+        try:
+            send_take(take)
+        except NodeAtCapacity:
+            at_capacity.add(take.node_id)
+            continue
         sent += 1
     return sent
 
 
-def queue_position(take: Take) -> int | None:
-    """1-based place of a queued take among queued takes (classes first, then age)."""
-    if take.status != TakeStatus.QUEUED:
-        return None
-    ahead = (
+def _cancel(take: Take, backend: Backend, request: Request, external_id: str) -> None:
+    try:
+        still_had_it = backend.cancel(request, external_id)
+    except TransientBackendError as exc:
+        log.warning("take %s: cancel did not reach its backend: %s", take.pk, exc)
+        return  # its lease frees the slot
+    except PermanentBackendError as exc:
+        log.warning("take %s: cancel refused: %s", take.pk, exc)
+        still_had_it = False
+    # A node that still had it frees the slot when the prediction ends (its canceled
+    # webhook confirms); a provider's slot is ours again once it answered.
+    if not still_had_it or not isinstance(backend, CogBackend):
+        lifecycle.confirm_cancel(take.pk)
+
+
+def cancel_attempt(take_id: str) -> bool:
+    """Stop a canceled take at its backend; False if it holds no slot any more."""
+    take = (
         Take.objects.dangerously_unscoped()
-        .filter(status=TakeStatus.QUEUED)
-        .filter(
-            Q(priority__gt=take.priority)
-            | Q(priority=take.priority, created_at__lt=take.created_at)
-        )
-        .count()
+        .select_related("node", "provider", "shot", "video_model")
+        .filter(pk=take_id, status=TakeStatus.CANCELED, lease_expires_at__isnull=False)
+        .first()
     )
-    return ahead + 1
+    target = take and target_of(take)
+    if target is None:
+        return False
+    external_id = str(take.pk)
+    if take.provider_id is not None:
+        job = _jobs().filter(take=take, attempt=take.attempts).first()
+        if job is None or not job.external_id:
+            lifecycle.confirm_cancel(take.pk)
+            return False
+        external_id = job.external_id
+    with backend_for(target) as backend:
+        _cancel(take, backend, request_for(take), external_id)
+    return True

@@ -14,6 +14,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.tenancy import WorkspaceOwned
+from generation.models import ATTEMPT_LIVE, AttemptStatus
 
 from . import credentials
 
@@ -61,23 +62,19 @@ class Provider(models.Model):
     def secret(self) -> str:
         return credentials.resolve(self.secret_env, self.secret_encrypted)
 
+    @property
+    def backend_kind(self) -> str:
+        """Which `workers.backends` client speaks to this provider."""
+        return self.kind
+
     def cost_of(self, seconds: int) -> Decimal:
         """What one clip of `seconds` seconds costs the platform."""
         return self.cost_per_clip + self.cost_per_second * seconds
 
 
-class JobStatus(models.TextChoices):
-    SUBMITTED = "submitted", _("Submitted")
-    RUNNING = "running", _("Running")
-    SUCCEEDED = "succeeded", _("Succeeded")
-    FAILED = "failed", _("Failed")
-    BLOCKED = "blocked", _("Blocked by moderation")
-    CANCELED = "canceled", _("Canceled")
-    # The provider could not take it (429, 5xx, timeout): the take moved to the next route.
-    FAILED_OVER = "failed_over", _("Failed over")
-
-
-JOB_LIVE = (JobStatus.SUBMITTED, JobStatus.RUNNING)
+# The attempt vocabulary lives with the take, whose lifecycle ends attempts.
+JobStatus = AttemptStatus
+JOB_LIVE = ATTEMPT_LIVE
 
 
 class ProviderJob(WorkspaceOwned):

@@ -19,12 +19,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import transaction
 from django.utils import timezone
 
-from billing import ledger, plans
-from billing.pricing import Quote
-from generation.lifecycle import fail_take
+from billing import plans
+from generation import lifecycle
 from generation.models import Take, TakeStatus
 
 from . import media
@@ -65,7 +63,7 @@ def settle_take(take_id: uuid.UUID | str) -> Take | None:
                 delivered = os.path.join(workdir, "watermarked.mp4")
                 media.apply_watermark(original, delivered)
         except (media.MediaError, OSError) as exc:
-            fail_take(take.pk, f"The output is not a playable video: {exc}")
+            lifecycle.fail_take(take.pk, f"The output is not a playable video: {exc}")
             return None
         prefix = f"takes/{take.pk}"
         poster = _store(os.path.join(workdir, "poster.jpg"), f"{prefix}/poster.jpg")
@@ -77,38 +75,4 @@ def settle_take(take_id: uuid.UUID | str) -> Take | None:
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _charge(take.pk, info, poster=poster, preview=preview, video=video)
-
-
-def _charge(
-    take_id, info: media.MediaInfo, *, poster: str, preview: str, video: str
-) -> Take | None:
-    with transaction.atomic():
-        take = Take.objects.dangerously_unscoped().select_for_update().get(pk=take_id)
-        if take.status != TakeStatus.FINALIZING:
-            for name in {poster, preview, video} - {take.output_original}:
-                transaction.on_commit(lambda name=name: default_storage.delete(name))
-            return None
-        charge = Quote.from_dict(take.quote).charge_for(info.duration_seconds)
-        if take.hold_id is not None:
-            hold = ledger.settle_hold(
-                take.hold_id, charge, idempotency_key=f"take:{take.pk}:settle"
-            )
-            charge = hold.charged
-        else:
-            charge = 0
-        take.status = TakeStatus.SUCCEEDED
-        take.charged = charge
-        take.output_original = video
-        take.output_poster = poster
-        take.output_preview = preview
-        take.measured_duration = info.duration_seconds
-        take.measured_fps = info.fps
-        take.measured_width = info.width
-        take.measured_height = info.height
-        take.measured_codec = info.codec
-        take.finished_at = timezone.now()
-        take.lease_expires_at = None
-        take.save()
-        log.info("take %s delivered %.2fs, charged %d", take.pk, info.duration_seconds, charge)
-        return take
+    return lifecycle.succeed(take.pk, info, poster=poster, preview=preview, video=video)

@@ -1,21 +1,19 @@
 """Celery tasks: thin edges that load by id and call an action.
 
 Messages carry ids only; every task is safe to run twice (the row says what is left).
+Other modules enqueue these by name through `config.enqueue`, never by importing this one.
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from generation.models import Node
-
 from . import dispatch, providers, settlement, sweeper
-from .backends import BackendError
 
 
 @shared_task(name="workers.tasks.dispatch_takes")
-def dispatch_takes(take_ids: list[str] | None = None) -> int:
-    """Send queued takes to free node slots (on submit, when a slot frees, and from beat)."""
+def dispatch_takes() -> int:
+    """Send queued takes to free slots (on submit, when a slot frees, and from beat)."""
     return dispatch.dispatch_pending()
 
 
@@ -27,26 +25,16 @@ def process_take_output(take_id: str) -> bool:
     return settled
 
 
-@shared_task(name="workers.tasks.cancel_on_node")
-def cancel_on_node(node_id: int, take_id: str) -> bool:
-    node = Node.objects.filter(pk=node_id).first()
-    if node is None:
-        return False
-    try:
-        return dispatch.client_for(node).cancel(take_id)
-    except BackendError:
-        return False
-
-
-@shared_task(name="workers.tasks.process_provider_output")
+@shared_task(name="workers.tasks.collect_provider_output")
 def collect_provider_output(take_id: str) -> bool:
     """Copy a provider's output into storage at once (its URL expires), then settle it."""
     return providers.collect_output(take_id)
 
 
-@shared_task(name="workers.tasks.cancel_on_provider")
-def cancel_on_provider(provider_id: int, take_id: str) -> bool:
-    return providers.cancel_job(provider_id, take_id)
+@shared_task(name="workers.tasks.cancel_attempt")
+def cancel_attempt(take_id: str) -> bool:
+    """Stop a canceled take at its node or provider; its slot frees when that is done."""
+    return dispatch.cancel_attempt(take_id)
 
 
 @shared_task(name="workers.tasks.sweep_takes")

@@ -1,68 +1,67 @@
-"""HTTP endpoints nodes and providers call: prediction webhooks, provider callbacks and
-output uploads (ingest).
+"""HTTP endpoints backends call: one webhook endpoint for every backend, and the node
+output upload (ingest).
 
-Webhooks carry the take's per-attempt secret in the path (Cog cannot sign them); uploads
-carry the node's token in the path (Cog's uploader sends no credentials of its own, only
-`X-Prediction-ID`, our take id). Both compare secrets in constant time, and an unknown,
-stale or forged call gets a 404 and changes nothing.
+Webhooks carry the take's per-attempt secret in the path (Cog cannot sign them; providers'
+own signatures, like Replicate's, are checked as well by their backend's `parse_webhook`).
+Uploads carry the node's token in the path (Cog's uploader sends no credentials of its own,
+only `X-Prediction-ID`, our take id). Both compare secrets in constant time, and an
+unknown, stale or forged call gets a 404 and changes nothing.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
+import uuid
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.text import get_valid_filename
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from generation.models import Take
+from generation import lifecycle
+from generation.models import IN_FLIGHT, Node, Take
 
-from .backends.upstream import WebhookRejected, backend_for
-from .callbacks import apply_prediction, nodes_for_token, secret_matches, store_upload
+from .backends import WebhookRejected, backend_for
 from .credentials import CredentialError
-from .providers import apply_job_state
+from .dispatch import target_of
 
 CHUNK = 1024 * 1024
 
 
 @csrf_exempt
 @require_http_methods(["POST"])
-def cog_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
-    try:
-        payload = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return JsonResponse({"detail": "body must be a JSON prediction"}, status=400)
-    if not isinstance(payload, dict):
-        return JsonResponse({"detail": "body must be a JSON prediction"}, status=400)
-    if not apply_prediction(take_id, payload, secret=secret):
-        return JsonResponse({"detail": "not found"}, status=404)
-    return JsonResponse({"ok": True})
-
-
-@csrf_exempt
-@require_http_methods(["POST"])
-def provider_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
-    """An upstream provider's callback for a take's current attempt (the secret in the
-    path is per attempt; Replicate's Standard Webhooks signature is checked as well)."""
+def take_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse:
+    """A backend's callback for a take's current attempt, whichever backend it is."""
     take = (
         Take.objects.dangerously_unscoped()
-        .select_related("provider")
-        .filter(pk=take_id, provider__isnull=False)
+        .select_related("node", "provider")
+        .filter(pk=take_id)
         .first()
     )
-    if take is None or not secret_matches(secret, take.webhook_secret):
+    target = take and target_of(take)
+    if target is None or not lifecycle.secret_matches(secret, take.webhook_secret):
         return JsonResponse({"detail": "not found"}, status=404)
     headers = {key.lower(): value for key, value in request.headers.items()}
     try:
-        with backend_for(take.provider) as backend:
+        with backend_for(target) as backend:
             state = backend.parse_webhook(headers, request.body)
     except (WebhookRejected, CredentialError) as exc:
         return JsonResponse({"detail": str(exc)}, status=400)
-    if not apply_job_state(take.pk, state, secret=secret):
+    if not lifecycle.apply_state(take.pk, state, secret=secret, calls_back=backend.calls_back):
         return JsonResponse({"detail": "not found"}, status=404)
     return JsonResponse({"ok": True})
+
+
+def nodes_for_token(token: str) -> list[int]:
+    """Ids of the nodes holding this upload token (constant-time compare against each)."""
+    return [
+        node.pk
+        for node in Node.objects.exclude(auth_token="").only("pk", "auth_token")
+        if lifecycle.secret_matches(token, node.auth_token)
+    ]
 
 
 @csrf_exempt
@@ -70,7 +69,14 @@ def provider_webhook(request: HttpRequest, take_id, secret: str) -> HttpResponse
 def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
     node_ids = nodes_for_token(token)
     take_id = request.headers.get("X-Prediction-ID", "")
-    if not node_ids or not take_id:
+    try:
+        take_uuid = uuid.UUID(take_id)
+    except ValueError:
+        return JsonResponse({"detail": "not found"}, status=404)
+    live = Take.objects.dangerously_unscoped().filter(
+        pk=take_uuid, node_id__in=node_ids, status__in=IN_FLIGHT
+    )
+    if not node_ids or not live.exists():
         return JsonResponse({"detail": "not found"}, status=404)
     with tempfile.SpooledTemporaryFile(max_size=8 * CHUNK) as spool:
         size = 0
@@ -80,8 +86,9 @@ def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
                 return JsonResponse({"detail": "file too large"}, status=413)
             spool.write(chunk)
         spool.seek(0)
-        name = store_upload(node_ids, take_id, filename, spool)
-    if name is None:
+        safe = get_valid_filename(filename) or "output.mp4"
+        name = default_storage.save(f"takes/{take_uuid}/{uuid.uuid4().hex[:8]}-{safe}", File(spool))
+    if not lifecycle.attach_upload(take_uuid, node_ids, name):
         return JsonResponse({"detail": "not found"}, status=404)
     response = HttpResponse(status=201)
     response["Location"] = f"{settings.PUBLIC_BASE_URL}/ingested/{take_id}/{filename}"

@@ -14,7 +14,8 @@ from conftest import client_for
 from generation.models import Shot, Take, VideoModel
 from generation.submission import SubmissionError, TakeSpec, submit_takes
 from generation.tests.helpers import fund, png_bytes, setup_catalog, wallet
-from workers.dispatch import prediction_input
+from workers.backends.cog import prediction_input
+from workers.dispatch import request_for
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def test_first_and_last_frame_reach_the_node_as_data_urls(alice, acme):
     shot = take.shot
     assert default_storage.exists(shot.reference_image)
     assert default_storage.exists(shot.last_frame_image)
-    data = prediction_input(take)
+    data = prediction_input(request_for(take))
     assert data["image"].startswith("data:image/png;base64,")
     last = base64.b64decode(data["last_frame"].split(",", 1)[1])
     assert last == png_bytes(64, 48, (0, 0, 250))

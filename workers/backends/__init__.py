@@ -1,30 +1,54 @@
-"""Backends run takes somewhere else: GPU nodes (`cog`) or upstream providers (`upstream`).
+"""Backends run takes somewhere else: GPU nodes (`cog`) or upstream providers (`replicate`,
+`fal`, `kling`, `runway`), all behind the interface in `base`. `backend_for(target)` gives
+the client for a `Node` or a `Provider` row."""
 
-They share one error vocabulary so the dispatcher decides the same way for all of them:
-a transient error puts the take back in the queue for another node or the next route, a
-permanent one fails the take (and releases its hold).
-"""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    Backend,
+    BackendError,
+    ModerationBlocked,
+    NodeAtCapacity,
+    PermanentBackendError,
+    ProviderAtCapacity,
+    Request,
+    TransientBackendError,
+    WebhookRejected,
+)
+from .cog import CogBackend
+from .fal import FalBackend
+from .kling import KlingBackend
+from .replicate import ReplicateBackend
+from .runway import RunwayBackend
+
+BACKENDS: dict[str, type[Backend]] = {
+    backend.kind: backend
+    for backend in (CogBackend, ReplicateBackend, FalBackend, KlingBackend, RunwayBackend)
+}
 
 
-class BackendError(Exception):
-    """A backend could not accept or report on a take."""
+def backend_class(kind: str) -> type[Backend]:
+    return BACKENDS[kind]
 
 
-class TransientBackendError(BackendError):
-    """Unreachable, timed out or a 5xx: try again later or on another node."""
+def backend_for(target: Any, **options: Any) -> Backend:
+    """The client for a `Node` or `Provider` row (close it, or use it in a `with` block)."""
+    return backend_class(target.backend_kind)(target, **options)
 
 
-class NodeAtCapacity(TransientBackendError):
-    """The node's slots are all busy (Cog answers 409)."""
-
-
-class PermanentBackendError(BackendError):
-    """The backend refused the request itself (e.g. 422 invalid input): fail the take."""
-
-
-class ProviderAtCapacity(TransientBackendError):
-    """The provider is rate limiting us or at its concurrency limit (429): try the next route."""
-
-
-class ModerationBlocked(PermanentBackendError):
-    """The provider's moderation refused the take; the message is the provider's reason."""
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "ModerationBlocked",
+    "NodeAtCapacity",
+    "PermanentBackendError",
+    "ProviderAtCapacity",
+    "Request",
+    "TransientBackendError",
+    "WebhookRejected",
+    "backend_class",
+    "backend_for",
+]

@@ -15,15 +15,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 import httpx
+from django.conf import settings
 
-from . import NodeAtCapacity, PermanentBackendError, TransientBackendError
+from generation.reports import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, State
+
+from .base import (
+    Backend,
+    NodeAtCapacity,
+    PermanentBackendError,
+    Request,
+    TransientBackendError,
+    WebhookRejected,
+)
+
+if TYPE_CHECKING:
+    from generation.models import Node
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +171,93 @@ def decode_output(output: Any) -> bytes | None:
         except (binascii.Error, ValueError) as exc:
             raise PermanentBackendError("output data URL is not valid base64") from exc
     return unquote_to_bytes(data)
+
+
+_clients: dict[tuple[str, str, float], CogClient] = {}
+
+
+def client_for(base_url: str, token: str) -> CogClient:
+    """A kept-alive client per node and process (building one costs more than a PUT)."""
+    key = (base_url, token, float(settings.NODE_TIMEOUT_SECONDS))
+    client = _clients.get(key)
+    if client is None:
+        client = _clients[key] = CogClient(base_url, token, timeout=key[2])
+    return client
+
+
+def prediction_input(request: Request) -> dict[str, Any]:
+    """The Cog input for a request: its parameters, its reference frames as data URLs."""
+    data: dict[str, Any] = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "seed": request.seed,
+        "width": request.width,
+        "height": request.height,
+        "fps": request.fps,
+        "seconds": request.duration,
+    }
+    if request.image:
+        data["image"] = request.image
+    if request.last_frame:
+        data["last_frame"] = request.last_frame
+    data.update(request.extra)
+    return data
+
+
+def state_of(prediction: dict[str, Any]) -> State:
+    """A Cog prediction (a webhook body or a PUT's answer) as a `State`."""
+    external_id = str(prediction.get("id") or "")
+    status = prediction.get("status")
+    if status in ("starting", "processing"):
+        return State(external_id, RUNNING, progress=parse_progress(prediction.get("logs")))
+    if status == "succeeded":
+        try:
+            data = decode_output(prediction.get("output"))
+        except PermanentBackendError as exc:
+            return State(external_id, FAILED, error=str(exc))
+        if data is None:  # an http(s) URL: the node PUT the file to our ingest endpoint
+            return State(external_id, SUCCEEDED, output_stored=True)
+        return State(external_id, SUCCEEDED, output_data=data)
+    if status in ("failed", "canceled"):
+        error = prediction.get("error") or f"The node reported the prediction {status}."
+        return State(external_id, FAILED if status == "failed" else CANCELED, error=str(error))
+    return State(external_id, QUEUED)
+
+
+class CogBackend(Backend):
+    """A GPU node: the prediction id is the take id, outcomes arrive by webhook."""
+
+    kind = "cog"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.client = client_for(node.base_url, node.auth_token)
+
+    def submit(self, request: Request) -> State:
+        return state_of(
+            self.client.submit(
+                request.take_id, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
+            )
+        )
+
+    def status(self, request: Request, external_id: str) -> State:
+        return state_of(
+            self.client.poll(
+                request.take_id, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
+            )
+        )
+
+    def cancel(self, request: Request, external_id: str) -> bool:
+        return self.client.cancel(request.take_id)
+
+    def health(self) -> str:
+        return self.client.health()
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> State:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WebhookRejected("body must be a JSON prediction") from exc
+        if not isinstance(payload, dict):
+            raise WebhookRejected("body must be a JSON prediction")
+        return state_of(payload)

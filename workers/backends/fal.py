@@ -15,15 +15,14 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from . import ModerationBlocked, PermanentBackendError
+from .base import ModerationBlocked, PermanentBackendError
 from .upstream import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    JobRef,
-    JobRequest,
-    JobState,
     ProviderBackend,
+    Request,
+    State,
     WebhookRejected,
     expect_dict,
     failure,
@@ -54,7 +53,7 @@ class FalBackend(ProviderBackend):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Key {self.provider.api_key()}"}
 
-    def input_for(self, request: JobRequest) -> dict[str, Any]:
+    def input_for(self, request: Request) -> dict[str, Any]:
         data: dict[str, Any] = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
@@ -68,40 +67,40 @@ class FalBackend(ProviderBackend):
         data.update(request.extra)
         return {k: v for k, v in data.items() if v is not None}
 
-    def submit(self, request: JobRequest) -> JobState:
+    def submit(self, request: Request) -> State:
         params = {"fal_webhook": request.webhook_url} if request.webhook_url else None
         _, answer = self.send(
             "POST", f"/{request.model.strip('/')}", json=self.input_for(request), params=params
         )
         answer = expect_dict(self.provider, answer, "request_id")
-        return JobState(str(answer["request_id"]), QUEUED)
+        return State(str(answer["request_id"]), QUEUED)
 
-    def status(self, ref: JobRef) -> JobState:
-        base = f"/{app_base(ref.model)}/requests/{quote(ref.external_id)}"
+    def status(self, request: Request, external_id: str) -> State:
+        base = f"/{app_base(request.model)}/requests/{quote(external_id)}"
         _, answer = self.send("GET", f"{base}/status")
         answer = expect_dict(self.provider, answer, "status")
         if answer["status"] == "IN_QUEUE":
-            return JobState(ref.external_id, QUEUED)
+            return State(external_id, QUEUED)
         if answer["status"] != "COMPLETED":
-            return JobState(ref.external_id, RUNNING)
+            return State(external_id, RUNNING)
         try:
             _, result = self.send("GET", base)
         except PermanentBackendError as exc:
-            return failure(ref.external_id, str(exc))
-        return self.result_state(ref.external_id, result)
+            return failure(external_id, str(exc))
+        return self.result_state(external_id, result)
 
-    def cancel(self, ref: JobRef) -> bool:
-        base = f"/{app_base(ref.model)}/requests/{quote(ref.external_id)}"
+    def cancel(self, request: Request, external_id: str) -> bool:
+        base = f"/{app_base(request.model)}/requests/{quote(external_id)}"
         status, _ = self.send("PUT", f"{base}/cancel", allow=(400, 404))
         return status < 300
 
-    def result_state(self, external_id: str, payload: Any) -> JobState:
+    def result_state(self, external_id: str, payload: Any) -> State:
         url = video_url(payload)
         if not url:
             return failure(external_id, f"fal returned no video: {str(payload)[:200]}")
-        return JobState(external_id, SUCCEEDED, output_url=url)
+        return State(external_id, SUCCEEDED, output_url=url)
 
-    def parse_webhook(self, headers: dict[str, str], body: bytes) -> JobState:
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> State:
         try:
             data = json.loads(body)
         except ValueError as exc:

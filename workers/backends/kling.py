@@ -16,15 +16,19 @@ from typing import Any
 
 import jwt
 
-from . import ModerationBlocked, PermanentBackendError, ProviderAtCapacity, TransientBackendError
+from .base import (
+    ModerationBlocked,
+    PermanentBackendError,
+    ProviderAtCapacity,
+    TransientBackendError,
+)
 from .upstream import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    JobRef,
-    JobRequest,
-    JobState,
     ProviderBackend,
+    Request,
+    State,
     WebhookRejected,
     expect_dict,
     failure,
@@ -48,7 +52,7 @@ class KlingBackend(ProviderBackend):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {token(self.provider.api_key(), self.provider.secret())}"}
 
-    def body_for(self, request: JobRequest) -> dict[str, Any]:
+    def body_for(self, request: Request) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model_name": request.model,
             "prompt": request.prompt,
@@ -63,16 +67,16 @@ class KlingBackend(ProviderBackend):
         data.update(request.extra)
         return {k: v for k, v in data.items() if v is not None}
 
-    def submit(self, request: JobRequest) -> JobState:
+    def submit(self, request: Request) -> State:
         kind = "image2video" if request.image_to_video else "text2video"
         data = self.call("POST", f"/v1/videos/{kind}", json=self.body_for(request))
         return self.state_of(data)
 
-    def status(self, ref: JobRef) -> JobState:
-        kind = "image2video" if ref.image_to_video else "text2video"
-        return self.state_of(self.call("GET", f"/v1/videos/{kind}/{ref.external_id}"))
+    def status(self, request: Request, external_id: str) -> State:
+        kind = "image2video" if request.image_to_video else "text2video"
+        return self.state_of(self.call("GET", f"/v1/videos/{kind}/{external_id}"))
 
-    def cancel(self, ref: JobRef) -> bool:
+    def cancel(self, request: Request, external_id: str) -> bool:
         # Kling's API has no cancel: a task runs to its end and is not collected.
         return False
 
@@ -97,7 +101,7 @@ class KlingBackend(ProviderBackend):
             raise PermanentBackendError(message)
         super().raise_for(status, detail, body)
 
-    def state_of(self, data: Any) -> JobState:
+    def state_of(self, data: Any) -> State:
         data = expect_dict(self.provider, data, "task_id", "task_status")
         external_id = str(data["task_id"])
         status = data["task_status"]
@@ -106,12 +110,12 @@ class KlingBackend(ProviderBackend):
             url = videos[0].get("url", "") if videos and isinstance(videos[0], dict) else ""
             if not url:
                 return failure(external_id, "Kling reported success without a video.")
-            return JobState(external_id, SUCCEEDED, output_url=url)
+            return State(external_id, SUCCEEDED, output_url=url)
         if status == "failed":
             return failure(external_id, str(data.get("task_status_msg") or ""))
-        return JobState(external_id, STATUSES.get(status, RUNNING))
+        return State(external_id, STATUSES.get(status, RUNNING))
 
-    def parse_webhook(self, headers: dict[str, str], body: bytes) -> JobState:
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> State:
         try:
             data = json.loads(body)
         except ValueError as exc:

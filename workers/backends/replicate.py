@@ -24,10 +24,9 @@ from .upstream import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    JobRef,
-    JobRequest,
-    JobState,
     ProviderBackend,
+    Request,
+    State,
     WebhookRejected,
     expect_dict,
     failure,
@@ -58,7 +57,7 @@ class ReplicateBackend(ProviderBackend):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.provider.api_key()}"}
 
-    def input_for(self, request: JobRequest) -> dict[str, Any]:
+    def input_for(self, request: Request) -> dict[str, Any]:
         data: dict[str, Any] = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
@@ -73,7 +72,7 @@ class ReplicateBackend(ProviderBackend):
         data.update(request.extra)
         return {k: v for k, v in data.items() if v is not None}
 
-    def submit(self, request: JobRequest) -> JobState:
+    def submit(self, request: Request) -> State:
         body: dict[str, Any] = {"input": self.input_for(request)}
         if request.webhook_url:
             body["webhook"] = request.webhook_url
@@ -86,32 +85,32 @@ class ReplicateBackend(ProviderBackend):
             _, answer = self.send("POST", f"/v1/models/{model}/predictions", json=body)
         return self.state_of(answer)
 
-    def status(self, ref: JobRef) -> JobState:
-        _, answer = self.send("GET", f"/v1/predictions/{ref.external_id}")
+    def status(self, request: Request, external_id: str) -> State:
+        _, answer = self.send("GET", f"/v1/predictions/{external_id}")
         return self.state_of(answer)
 
-    def cancel(self, ref: JobRef) -> bool:
+    def cancel(self, request: Request, external_id: str) -> bool:
         status, _ = self.send(
-            "POST", f"/v1/predictions/{ref.external_id}/cancel", allow=(404, 409, 422)
+            "POST", f"/v1/predictions/{external_id}/cancel", allow=(404, 409, 422)
         )
         return status < 300
 
-    def state_of(self, prediction: Any) -> JobState:
+    def state_of(self, prediction: Any) -> State:
         prediction = expect_dict(self.provider, prediction, "id", "status")
         external_id = str(prediction["id"])
         status = prediction["status"]
         if status == "failed":
             return failure(external_id, str(prediction.get("error") or ""))
         if status not in STATUSES:
-            return JobState(external_id, RUNNING)
+            return State(external_id, RUNNING)
         if STATUSES[status] == SUCCEEDED:
             url = first_url(prediction.get("output"))
             if not url:
                 return failure(external_id, "Replicate reported success without an output URL.")
-            return JobState(external_id, SUCCEEDED, output_url=url)
-        return JobState(external_id, STATUSES[status])
+            return State(external_id, SUCCEEDED, output_url=url)
+        return State(external_id, STATUSES[status])
 
-    def parse_webhook(self, headers: dict[str, str], body: bytes) -> JobState:
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> State:
         webhook_id = headers.get("webhook-id", "")
         timestamp = headers.get("webhook-timestamp", "")
         signatures = headers.get("webhook-signature", "").split()

@@ -17,10 +17,9 @@ from .upstream import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
-    JobRef,
-    JobRequest,
-    JobState,
     ProviderBackend,
+    Request,
+    State,
     expect_dict,
     failure,
 )
@@ -40,7 +39,7 @@ RATIOS = {
 class RunwayBackend(ProviderBackend):
     kind = "runway"
     default_base_url = "https://api.dev.runwayml.com"
-    has_webhooks = False
+    calls_back = False
 
     def headers(self) -> dict[str, str]:
         return {
@@ -48,7 +47,7 @@ class RunwayBackend(ProviderBackend):
             "X-Runway-Version": API_VERSION,
         }
 
-    def body_for(self, request: JobRequest) -> dict[str, Any]:
+    def body_for(self, request: Request) -> dict[str, Any]:
         data: dict[str, Any] = {
             "model": request.model,
             "promptText": request.prompt,
@@ -66,36 +65,36 @@ class RunwayBackend(ProviderBackend):
         data.update(request.extra)
         return {k: v for k, v in data.items() if v is not None}
 
-    def submit(self, request: JobRequest) -> JobState:
+    def submit(self, request: Request) -> State:
         path = "/v1/image_to_video" if request.image_to_video else "/v1/text_to_video"
         _, answer = self.send("POST", path, json=self.body_for(request))
         answer = expect_dict(self.provider, answer, "id")
-        return JobState(str(answer["id"]), QUEUED)
+        return State(str(answer["id"]), QUEUED)
 
-    def status(self, ref: JobRef) -> JobState:
-        _, task = self.send("GET", f"/v1/tasks/{ref.external_id}")
+    def status(self, request: Request, external_id: str) -> State:
+        _, task = self.send("GET", f"/v1/tasks/{external_id}")
         task = expect_dict(self.provider, task, "id", "status")
         status = task["status"]
         if status == "SUCCEEDED":
             output = task.get("output") or []
             url = output[0] if isinstance(output, list) and output else ""
             if not isinstance(url, str) or not url:
-                return failure(ref.external_id, "Runway reported success without an output.")
-            return JobState(ref.external_id, SUCCEEDED, output_url=url)
+                return failure(external_id, "Runway reported success without an output.")
+            return State(external_id, SUCCEEDED, output_url=url)
         if status == "FAILED":
             reason = str(task.get("failure") or "Runway reported a failure.")
             code = str(task.get("failureCode") or "")
             if code.startswith("SAFETY"):
-                return JobState(ref.external_id, BLOCKED, error=reason)
-            return failure(ref.external_id, f"{reason} ({code})" if code else reason)
+                return State(external_id, BLOCKED, error=reason)
+            return failure(external_id, f"{reason} ({code})" if code else reason)
         if status == "CANCELLED":
-            return JobState(ref.external_id, CANCELED)
+            return State(external_id, CANCELED)
         if status == "RUNNING":
             progress = task.get("progress")
             percent = int(progress * 100) if isinstance(progress, int | float) else None
-            return JobState(ref.external_id, RUNNING, progress=percent)
-        return JobState(ref.external_id, QUEUED)
+            return State(external_id, RUNNING, progress=percent)
+        return State(external_id, QUEUED)
 
-    def cancel(self, ref: JobRef) -> bool:
-        status, _ = self.send("DELETE", f"/v1/tasks/{ref.external_id}", allow=(404,))
+    def cancel(self, request: Request, external_id: str) -> bool:
+        status, _ = self.send("DELETE", f"/v1/tasks/{external_id}", allow=(404,))
         return status < 300

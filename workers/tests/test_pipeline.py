@@ -82,9 +82,9 @@ def test_submitted_take_is_rendered_stored_measured_and_charged_exactly(
     # A replayed (or forged) completion webhook changes nothing.
     forged = {"id": str(take.pk), "status": "succeeded", "output": "data:video/mp4;base64,AAAA"}
     base = settings.PUBLIC_BASE_URL
-    replay = httpx.post(f"{base}/webhooks/cog/{take.pk}/{take.webhook_secret}/", json=forged)
+    replay = httpx.post(f"{base}/webhooks/takes/{take.pk}/{take.webhook_secret}/", json=forged)
     assert replay.status_code == 200
-    wrong = httpx.post(f"{base}/webhooks/cog/{take.pk}/not-the-secret/", json=forged)
+    wrong = httpx.post(f"{base}/webhooks/takes/{take.pk}/not-the-secret/", json=forged)
     assert wrong.status_code == 404
     again = Take.objects.get(pk=take.pk)
     assert (again.status, again.output_original, again.charged) == (

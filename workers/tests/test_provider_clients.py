@@ -15,10 +15,12 @@ from workers.backends import (
     ModerationBlocked,
     PermanentBackendError,
     ProviderAtCapacity,
+    Request,
     TransientBackendError,
+    WebhookRejected,
+    backend_for,
 )
 from workers.backends.kling import token
-from workers.backends.upstream import JobRef, JobRequest, WebhookRejected, backend_for
 from workers.models import Provider
 
 from .fake_providers import API_KEY, REPLICATE_WEBHOOK_SECRET, SECRET_KEY
@@ -43,9 +45,10 @@ def provider_for(fake, **fields) -> Provider:
     return Provider(**values)
 
 
-def request(kind: str, **fields) -> JobRequest:
+def request(kind: str, **fields) -> Request:
     values = {
-        "attempt_id": "7f1d2c3b-0000-4000-8000-000000000001-1",
+        "take_id": "7f1d2c3b-0000-4000-8000-000000000001",
+        "attempt": 1,
         "model": PROVIDER_MODELS[kind],
         "prompt": "a heron lifts off a misty lake",
         "negative_prompt": "blurry",
@@ -58,13 +61,13 @@ def request(kind: str, **fields) -> JobRequest:
         "webhook_url": "https://retake.example/webhooks/providers/x/y/",
     }
     values.update(fields)
-    return JobRequest(**values)
+    return Request(**values)
 
 
-def run_to_end(backend, ref: JobRef) -> list:
-    states = [backend.status(ref)]
+def run_to_end(backend, sent: Request, external_id: str) -> list:
+    states = [backend.status(sent, external_id)]
     while not states[-1].finished:
-        states.append(backend.status(ref))
+        states.append(backend.status(sent, external_id))
     return states
 
 
@@ -74,7 +77,7 @@ def test_text_to_video_job_runs_to_a_downloadable_output(fakes, kind):
     with backend_for(provider_for(fake), timeout=5) as backend:
         submitted = backend.submit(request(kind))
         assert submitted.status == "queued"
-        states = run_to_end(backend, JobRef(submitted.external_id, PROVIDER_MODELS[kind]))
+        states = run_to_end(backend, request(kind), submitted.external_id)
     assert [s.status for s in states] == ["running", "succeeded"]
     assert states[-1].output_url == fake.video_url(fake.jobs[submitted.external_id])
 
@@ -115,7 +118,7 @@ def test_fal_submits_to_the_queue_with_fal_webhook_and_polls_the_app_base(fakes)
     fake = fakes["fal"]
     with backend_for(provider_for(fake), timeout=5) as backend:
         state = backend.submit(request("fal", image=IMAGE))
-        run_to_end(backend, JobRef(state.external_id, PROVIDER_MODELS["fal"]))
+        run_to_end(backend, request("fal"), state.external_id)
     [call] = fake.submissions()
     assert call.path == "/fal-ai/kling-video/v2/master/text-to-video"
     assert call.query["fal_webhook"] == ["https://retake.example/webhooks/providers/x/y/"]
@@ -130,8 +133,8 @@ def test_kling_signs_a_jwt_and_uses_image2video_with_raw_base64(fakes):
     fake = fakes["kling"]
     with backend_for(provider_for(fake), timeout=5) as backend:
         state = backend.submit(request("kling", image=IMAGE, last_frame=LAST))
-        ref = JobRef(state.external_id, "kling-v1-6", image_to_video=True)
-        assert run_to_end(backend, ref)[-1].status == "succeeded"
+        sent = request("kling", model="kling-v1-6", image=IMAGE)
+        assert run_to_end(backend, sent, state.external_id)[-1].status == "succeeded"
     [call] = fake.submissions()
     assert call.path == "/v1/videos/image2video"
     body = call.json()
@@ -167,7 +170,7 @@ def test_runway_sends_its_version_header_ratio_and_first_last_frames(fakes):
     fake = fakes["runway"]
     with backend_for(provider_for(fake), timeout=5) as backend:
         state = backend.submit(request("runway", image=IMAGE, last_frame=LAST))
-        states = run_to_end(backend, JobRef(state.external_id, "gen4_turbo", True))
+        states = run_to_end(backend, request("runway", image=IMAGE), state.external_id)
     [call] = fake.submissions()
     assert call.path == "/v1/image_to_video"
     assert call.headers["x-runway-version"] == "2024-11-06"
@@ -185,7 +188,7 @@ def test_cancel_stops_a_running_job_where_the_provider_can(fakes, kind):
     fake = fakes[kind]
     with backend_for(provider_for(fake), timeout=5) as backend:
         state = backend.submit(request(kind))
-        canceled = backend.cancel(JobRef(state.external_id, PROVIDER_MODELS[kind]))
+        canceled = backend.cancel(request(kind), state.external_id)
     # Kling's API has no cancel; the others stop the job.
     assert canceled is (kind != "kling")
     assert fake.jobs[state.external_id].status == ("queued" if kind == "kling" else "canceled")
@@ -221,7 +224,7 @@ def test_a_garbled_status_answer_is_transient(fakes, kind):
         state = backend.submit(request(kind))
         fake.status_faults.append("malformed")
         with pytest.raises(TransientBackendError):
-            backend.status(JobRef(state.external_id, PROVIDER_MODELS[kind]))
+            backend.status(request(kind), state.external_id)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -231,7 +234,7 @@ def test_failed_and_moderated_jobs_are_told_apart(fakes, kind, outcome):
     fake.outcome = outcome
     with backend_for(provider_for(fake), timeout=5) as backend:
         state = backend.submit(request(kind))
-        final = run_to_end(backend, JobRef(state.external_id, PROVIDER_MODELS[kind]))[-1]
+        final = run_to_end(backend, request(kind), state.external_id)[-1]
     assert final.status == ("blocked" if outcome == "blocked" else "failed")
     assert final.error
 
@@ -288,6 +291,6 @@ def test_fal_and_kling_callbacks_are_read_and_garbage_is_rejected(fakes, kind):
 
 def test_runway_accepts_no_webhooks(fakes):
     with backend_for(provider_for(fakes["runway"]), timeout=5) as backend:
-        assert backend.has_webhooks is False
+        assert backend.calls_back is False
         with pytest.raises(WebhookRejected):
             backend.parse_webhook({}, b"{}")

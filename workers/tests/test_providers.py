@@ -34,8 +34,8 @@ def _no_broker(monkeypatch, settings):
     """Record what would be enqueued; tests run each step themselves."""
     settings.PUBLIC_BASE_URL = "http://testserver"
     enqueued: list[tuple[str, tuple]] = []
-    for name in ("dispatch_takes", "process_take_output", "cancel_on_node",
-                 "collect_provider_output", "cancel_on_provider"):  # fmt: skip
+    for name in ("dispatch_takes", "process_take_output", "cancel_attempt",
+                 "collect_provider_output"):  # fmt: skip
         monkeypatch.setattr(
             f"workers.tasks.{name}.delay", lambda *a, _n=name, **k: enqueued.append((_n, a))
         )
@@ -100,7 +100,7 @@ def test_replicate_take_runs_by_webhook_and_is_charged_on_measured_seconds(
     assert job.external_id in fake.jobs and job.status == JobStatus.SUBMITTED
     [call] = fake.submissions()
     assert call.json()["webhook"] == (
-        f"http://testserver/webhooks/providers/{take.pk}/{take.webhook_secret}/"
+        f"http://testserver/webhooks/takes/{take.pk}/{take.webhook_secret}/"
     )
     assert call.json()["input"]["seed"] == take.seed
 
@@ -384,8 +384,8 @@ def test_cancelling_a_provider_take_cancels_the_job_there(
     take.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
         cancel_take(take)
-    assert ("cancel_on_provider", (replicate.pk, str(take.pk))) in _no_broker
-    assert providers.cancel_job(replicate.pk, str(take.pk)) is True
+    assert ("cancel_attempt", (str(take.pk),)) in _no_broker
+    assert dispatch.cancel_attempt(str(take.pk)) is True
     job = job_of(take)
     assert fake.jobs[job.external_id].status == "canceled"
     assert job.status == JobStatus.CANCELED

@@ -10,11 +10,12 @@ import pytest
 from django.db import connection
 
 from billing.models import Hold, HoldStatus, LedgerEntry
+from generation import lifecycle
 from generation.models import TakeStatus
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog, wallet
 from workers import dispatch
-from workers.callbacks import apply_prediction
+from workers.backends.cog import state_of
 from workers.settlement import settle_take
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_concurrent_settlements_charge_a_take_once(alice, acme, reference, tmp_path, monkeypatch):
     monkeypatch.setattr("workers.tasks.dispatch_takes.delay", lambda *a, **k: None)
     monkeypatch.setattr("workers.tasks.process_take_output.delay", lambda *a, **k: None)
-    node = setup_catalog()
+    setup_catalog()
     fund(acme, 100)
     spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="a lighthouse", resolution="480p", duration=2)
     [take] = submit_takes(acme, alice, spec, idempotency_key="race")
@@ -32,7 +33,9 @@ def test_concurrent_settlements_charge_a_take_once(alice, acme, reference, tmp_p
     reference.render_video(str(video), prompt="a lighthouse", seed=1, width=320, height=180,
                            fps=16, seconds=2.0)  # fmt: skip
     output = "data:video/mp4;base64," + base64.b64encode(video.read_bytes()).decode()
-    assert apply_prediction(take.pk, {"status": "succeeded", "output": output}, node_id=node.pk)
+    take.refresh_from_db()
+    done = state_of({"id": str(take.pk), "status": "succeeded", "output": output})
+    assert lifecycle.apply_state(take.pk, done, secret=take.webhook_secret)
 
     start = threading.Barrier(3)
     settled: list[bool] = []

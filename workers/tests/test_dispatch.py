@@ -1,4 +1,4 @@
-"""The scheduler, lifecycle and node callbacks, without a worker: claim order, capacity,
+"""The dispatcher, lifecycle and node callbacks, without a worker: claim order, capacity,
 off-peak windows and deadlines, retries, health, and webhook authentication."""
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ from django.test import Client
 from billing.models import Hold, HoldStatus, PricingSchedule
 from billing.pricing import WindowSpec, set_schedule
 from conftest import make_user
+from generation import lifecycle
 from generation.models import Node, NodeState, Take, TakeStatus
+from generation.queue import queue_position
 from generation.submission import TakeSpec, submit_takes
+from generation.tests.helpers import fund, setup_catalog, subscribe, wallet
 from workers import dispatch, sweeper
-from workers.callbacks import apply_prediction
+from workers.backends.cog import state_of
 
-from .helpers import fund, setup_catalog, subscribe, wallet
+
+def apply_prediction(take, payload: dict) -> bool:
+    """What a node's webhook for the take's current attempt does."""
+    state = state_of({"id": str(take.pk), **payload})
+    return lifecycle.apply_state(take.pk, state, secret=take.webhook_secret)
+
 
 pytestmark = pytest.mark.django_db
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -30,7 +38,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 def _no_broker(monkeypatch):
     monkeypatch.setattr("workers.tasks.dispatch_takes.delay", lambda *a, **k: None)
     monkeypatch.setattr("workers.tasks.process_take_output.delay", lambda *a, **k: None)
-    monkeypatch.setattr("workers.tasks.cancel_on_node.delay", lambda *a, **k: None)
+    monkeypatch.setattr("workers.tasks.cancel_attempt.delay", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -62,7 +70,7 @@ def test_higher_plan_class_is_dispatched_first(node, alice, charlie):
     studio_user, studio_ws = workspace_of("studio@example.com", "studio")
     [older] = submit(free_user, free_ws)
     [newer] = submit(studio_user, studio_ws)
-    assert dispatch.queue_position(newer) == 1 and dispatch.queue_position(older) == 2
+    assert queue_position(newer) == 1 and queue_position(older) == 2
     assert dispatch.claim_next().pk == newer.pk
 
 
@@ -101,7 +109,7 @@ def test_workspace_concurrency_limit_keeps_extra_takes_queued(node):
     assert dispatch.claim_next().pk == first.pk
     assert dispatch.claim_next() is None
     second.refresh_from_db()
-    assert second.status == TakeStatus.QUEUED and dispatch.queue_position(second) == 1
+    assert second.status == TakeStatus.QUEUED and queue_position(second) == 1
 
 
 def _schedule():
@@ -154,10 +162,10 @@ def test_unreachable_node_requeues_then_fails_after_max_attempts(node, settings)
     settings.TAKE_MAX_ATTEMPTS = 2
     user, ws = workspace_of("retry@example.com")
     [take] = submit(user, ws)
-    dispatch.send_to_node(dispatch.claim_next())
+    dispatch.send_take(dispatch.claim_next())
     take.refresh_from_db()
     assert (take.status, take.attempts, take.previous_node_id) == ("queued", 1, node.pk)
-    dispatch.send_to_node(dispatch.claim_next())
+    dispatch.send_take(dispatch.claim_next())
     take.refresh_from_db()
     assert take.status == TakeStatus.FAILED and "2 attempts" in take.error
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
@@ -182,21 +190,19 @@ def _running_take(node):
     user, ws = workspace_of("hooks@example.com")
     [take] = submit(user, ws)
     take = dispatch.claim_next()
-    assert apply_prediction(
-        take.pk, {"status": "processing", "logs": "progress: 40%\n"}, node_id=node.pk
-    )
+    assert apply_prediction(take, {"status": "processing", "logs": "progress: 40%\n"})
     take.refresh_from_db()
     return take
 
 
 def test_forged_webhook_changes_nothing(node, alice, charlie):
     take = _running_take(node)
-    url = f"/webhooks/cog/{take.pk}/forged-secret/"
+    url = f"/webhooks/takes/{take.pk}/forged-secret/"
     done = {"id": str(take.pk), "status": "succeeded", "output": "data:video/mp4;base64,AAAA"}
     response = Client().post(url, done, content_type="application/json")
     assert response.status_code == 404
     unknown = Client().post(
-        f"/webhooks/cog/00000000-0000-0000-0000-000000000000/{take.webhook_secret}/",
+        f"/webhooks/takes/00000000-0000-0000-0000-000000000000/{take.webhook_secret}/",
         done,
         content_type="application/json",
     )
@@ -207,7 +213,7 @@ def test_forged_webhook_changes_nothing(node, alice, charlie):
 
 def test_replayed_webhook_changes_nothing(node):
     take = _running_take(node)
-    url = f"/webhooks/cog/{take.pk}/{take.webhook_secret}/"
+    url = f"/webhooks/takes/{take.pk}/{take.webhook_secret}/"
     data = base64.b64encode(b"not really a video").decode()
     done = {"id": str(take.pk), "status": "succeeded", "output": f"data:video/mp4;base64,{data}"}
     assert Client().post(url, done, content_type="application/json").status_code == 200
@@ -228,11 +234,7 @@ def test_unplayable_output_fails_the_take_and_releases_the_hold(node):
 
     take = _running_take(node)
     data = base64.b64encode(b"not really a video").decode()
-    apply_prediction(
-        take.pk,
-        {"status": "succeeded", "output": f"data:video/mp4;base64,{data}"},
-        node_id=node.pk,
-    )
+    apply_prediction(take, {"status": "succeeded", "output": f"data:video/mp4;base64,{data}"})
     assert settle_take(take.pk) is None
     take.refresh_from_db()
     assert take.status == TakeStatus.FAILED and "playable" in take.error
@@ -243,9 +245,9 @@ def test_unplayable_output_fails_the_take_and_releases_the_hold(node):
 def test_webhook_from_a_previous_attempt_is_ignored(node):
     take = _running_take(node)
     old_secret = take.webhook_secret
-    dispatch.requeue(take.pk, node.pk, "test")
+    lifecycle.requeue(take.pk, old_secret, "test")
     take = dispatch.claim_next()
-    url = f"/webhooks/cog/{take.pk}/{old_secret}/"
+    url = f"/webhooks/takes/{take.pk}/{old_secret}/"
     done = {"id": str(take.pk), "status": "failed", "error": "old node"}
     assert Client().post(url, done, content_type="application/json").status_code == 404
     assert Take.objects.get(pk=take.pk).status == TakeStatus.DISPATCHING
