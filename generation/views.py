@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -277,10 +278,12 @@ def _grid_takes(request: HttpRequest, project: Project | None) -> list[Take]:
     return list(queryset.order_by("-created_at")[:GRID_SIZE])
 
 
-def take_views(takes) -> list[dict]:
-    """What a page shows of each take; queue places cost one query for all of them."""
+def take_views(takes, positions: dict | None = None) -> list[dict]:
+    """What a page shows of each take; queue places cost one query for all of them (pass
+    `positions` from `queue_positions` when a page shows several groups of takes)."""
     takes = list(takes)
-    positions = queue_positions(takes)
+    if positions is None:
+        positions = queue_positions(takes)
     return [take_view(take, positions.get(take.pk)) for take in takes]
 
 
@@ -451,18 +454,20 @@ def project_list(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     workspace = _workspace(request)
     project = _project(request, project_id)
+    takes = Take.objects.for_workspace(workspace).select_related("video_model")
     shots = list(
         Shot.objects.for_workspace(workspace)
         .filter(project=project)
-        .prefetch_related("takes")
+        .prefetch_related(Prefetch("takes", queryset=takes))
         .order_by("-created_at")
     )
     costs = shot_costs(workspace, shots)
+    positions = queue_positions([take for shot in shots for take in shot.takes.all()])
     rows = [
         {
             "shot": shot,
             "cost": costs[shot.pk],
-            "cards": take_views(shot.takes.all()),
+            "cards": take_views(shot.takes.all(), positions),
         }
         for shot in shots
     ]

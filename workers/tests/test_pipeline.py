@@ -18,7 +18,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from billing.models import Hold, HoldStatus, LedgerEntry
 from conftest import client_for
-from generation.models import Node, Take, TakeStatus
+from generation.models import TERMINAL, Node, Take, TakeStatus
 from generation.tests.helpers import NODE_TOKEN, fund, png_bytes, subscribe, wallet
 from workers import media
 
@@ -249,3 +249,52 @@ def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
     wait_idle(take.node.base_url, timeout=5)
     time.sleep(1)
     assert take_status(take.pk) == TakeStatus.CANCELED
+
+
+def test_cancelling_many_queued_and_running_takes_never_fails_another_take(
+    alice, acme, charlie, catalog, workers
+):
+    """One single-slot node; takes are canceled while queued and as soon as they run. A
+    canceled take keeps its slot until the node lets go of it, and a node's 409 costs no
+    attempt, so the takes nobody canceled all render on their first attempt."""
+    subscribe(acme, "studio")
+    fund(acme, 1000)
+    catalog[1].state = "draining"
+    catalog[1].save()
+    catalog[0].extra_input = {"speed": 0.5}
+    catalog[0].save()
+    client = client_for(alice, acme)
+    ids = [b["id"] for _ in range(2) for b in submit(client, count=8, duration=1)]
+    keep = set(ids[3::4])
+    at_once = [i for i in ids if i not in keep][::2]
+    when_running = [i for i in ids if i not in keep and i not in at_once]
+    for take_id in at_once:
+        assert client.post(f"/api/takes/{take_id}/cancel/").status_code == 200
+    workers.start()
+    pending = list(when_running)
+    deadline = time.monotonic() + 90
+    while pending and time.monotonic() < deadline:
+        for take_id in list(pending):
+            status = take_status(take_id)
+            if status in (TakeStatus.DISPATCHING, TakeStatus.RUNNING):
+                assert client.post(f"/api/takes/{take_id}/cancel/").status_code == 200
+                pending.remove(take_id)
+            elif status in (TakeStatus.SUCCEEDED, TakeStatus.FAILED):
+                pending.remove(take_id)  # ran before we saw it start: not canceled
+        time.sleep(0.01)
+    canceled_while_running = len(when_running) - len(
+        [i for i in when_running if take_status(i) != TakeStatus.CANCELED]
+    )
+    wait_until(
+        lambda: Take.objects.filter(pk__in=ids, status__in=TERMINAL).count() == len(ids),
+        timeout=120,
+    )
+    uncanceled = list(Take.objects.filter(pk__in=ids).exclude(status=TakeStatus.CANCELED))
+    assert len(uncanceled) >= len(keep)
+    assert all(t.status == TakeStatus.SUCCEEDED for t in uncanceled), [t.error for t in uncanceled]
+    assert all(t.attempts == 1 for t in uncanceled), [(t.attempts, t.error) for t in uncanceled]
+    assert canceled_while_running >= len(when_running) // 2
+    assert (wallet(acme).held, client_for(charlie).get(f"/api/takes/{ids[0]}/").status_code) == (
+        0,
+        404,
+    )

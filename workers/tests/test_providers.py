@@ -4,6 +4,7 @@ between routes, permanent errors and moderation at no charge, cost per take, can
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from decimal import Decimal
 
@@ -433,3 +434,40 @@ def test_routes_of_both_kinds_are_tried_by_priority(catalog, fakes, alice, acme)
     claimed = dispatch.claim_next()
     assert claimed.pk == second.pk and claimed.provider_id is None
     assert claimed.node.name == "reference-1"
+
+
+LAST_FRAME_FIELDS = {
+    # Where each provider takes the frame a video ends on, and how it is encoded there.
+    "replicate": lambda call: call.json()["input"]["last_image"],
+    "fal": lambda call: call.json()["end_image_url"],
+    "kling": lambda call: "data:image/png;base64," + call.json()["image_tail"],
+    "runway": lambda call: call.json()["promptImage"][1]["uri"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAST_FRAME_FIELDS))
+def test_first_and_last_frame_reach_every_provider_through_dispatch(
+    catalog, fakes, alice, acme, charlie, kind
+):
+    """The request is built from the take once, for nodes and providers alike: a
+    first+last-frame take sent upstream carries both frames (it once lost the last)."""
+    fund(acme, 100)
+    fake = fakes[kind]
+    route("wan2.1-i2v-14b", make_provider(fake), 10)
+    first_png = png_bytes(64, 36, (250, 0, 0))
+    last_png = png_bytes(64, 36, (0, 0, 250))
+    [take] = submit_takes(
+        acme,
+        alice,
+        TakeSpec(model="wan2.1-i2v-14b", prompt="a door opens", resolution="480p", duration=2),
+        idempotency_key=f"flf-{kind}",
+        image=SimpleUploadedFile("first.png", first_png, "image/png"),
+        last_frame=SimpleUploadedFile("last.png", last_png, "image/png"),
+    )
+    assert dispatch.dispatch_pending() == 1
+    [call] = fake.submissions()
+    last = LAST_FRAME_FIELDS[kind](call)
+    assert base64.b64decode(last.partition(",")[2]) == last_png
+    take.refresh_from_db()
+    assert take.status == TakeStatus.DISPATCHING and job_of(take).external_id in fake.jobs
+    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
