@@ -53,6 +53,7 @@ from .models import (
     LedgerEntry,
     Wallet,
 )
+from .periods import month_start
 
 MAX_KEY_LENGTH = 200
 
@@ -213,6 +214,39 @@ def _save_wallet(wallet: Wallet) -> None:
     wallet.save(update_fields=["balance", "held", "updated_at"])
 
 
+def lock_wallet(workspace) -> Wallet:
+    """Lock the workspace's wallet until the transaction ends: every credit change of the
+    workspace waits behind it (for callers that must check something, then move credits,
+    with nothing in between)."""
+    return _lock_wallet(workspace)
+
+
+@transaction.atomic
+def revoke_lot_credits(
+    workspace, lot_id: int, amount: int, *, idempotency_key: str, reason: str, params: dict
+) -> tuple[int, LedgerEntry | None]:
+    """Take up to `amount` unspent credits back out of one lot (a refunded or disputed
+    payment's); returns how many were taken and their `revoke` entry (None if none).
+
+    Locks the wallet, then the lot (the ledger's lock order). Credits already spent,
+    expired or pinned by a hold are not in `lot.remaining` and cannot come back.
+    """
+    _check_key(idempotency_key)
+    wallet = _lock_wallet(workspace)
+    lot = CreditLot.objects.dangerously_unscoped().select_for_update().get(pk=lot_id, wallet=wallet)
+    taken = min(amount, lot.remaining)
+    if taken <= 0:
+        return 0, None
+    lot.remaining -= taken
+    lot.save(update_fields=["remaining"])
+    wallet.balance -= taken
+    _save_wallet(wallet)
+    entry = _entry(
+        wallet, EntryKind.REVOKE, -taken, idempotency_key, lot=lot, reason=reason, params=params
+    )
+    return taken, entry
+
+
 # --- grant -------------------------------------------------------------------------------
 
 
@@ -291,14 +325,6 @@ def grant_credits(
 
 
 # --- hold --------------------------------------------------------------------------------
-
-
-def month_start(now: datetime) -> datetime:
-    """The start of `now`'s calendar month in the billing time zone (caps and team spend)."""
-    from .pricing import billing_time_zone
-
-    local = now.astimezone(billing_time_zone())
-    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def member_spent_this_month(workspace, member, *, now: datetime | None = None) -> int:

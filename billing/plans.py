@@ -10,7 +10,7 @@ provider's webhooks, which call `renew_subscription` with the provider's period.
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -29,6 +29,7 @@ from .models import (
     SubscriptionSource,
     SubscriptionStatus,
 )
+from .periods import billing_time_zone, day_bounds
 
 # The plan of a workspace with no subscription when no "free" Plan row exists yet:
 # the most restrictive entitlements, so a missing row never gives anything away.
@@ -231,14 +232,11 @@ def grant_plan_period_credits(now: datetime | None = None) -> int:
 
 def grant_daily_free(workspace, plan: Plan, *, now: datetime | None = None) -> CreditLot | None:
     """Today's free credits for one workspace (once per local day, expiring at midnight)."""
-    from .pricing import billing_time_zone
-
     if not plan.daily_free_credits:
         return None
     now = now or timezone.now()
-    local = now.astimezone(billing_time_zone())
-    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    day_end = (day_start + timedelta(days=1, hours=2)).replace(hour=0)
+    day_start, day_end = day_bounds(now)
+    local = day_start
     return grant_credits(
         workspace,
         plan.daily_free_credits,
@@ -252,8 +250,6 @@ def grant_daily_free(workspace, plan: Plan, *, now: datetime | None = None) -> C
 
 def grant_daily_free_credits(now: datetime | None = None) -> int:
     """Daily free credits for every workspace whose plan includes them; returns new grants."""
-    from .pricing import billing_time_zone
-
     now = now or timezone.now()
     today = now.astimezone(billing_time_zone()).date().isoformat()
     live = {
@@ -277,21 +273,3 @@ def grant_daily_free_credits(now: datetime | None = None) -> int:
         grant_daily_free(Workspace(pk=workspace_id), plan, now=now)
         granted += 1
     return granted
-
-
-def grant_package_credits(
-    workspace, package, *, idempotency_key: str, paid_at: datetime
-) -> CreditLot:
-    """Credits bought as a package: a purchase lot valid for the package's days from payment.
-
-    The payment integration calls this per paid order, keyed by the order id; `paid_at`
-    comes from the order, so a replayed webhook asks for exactly the same lot.
-    """
-    return grant_credits(
-        workspace,
-        package.credits,
-        source=CreditSource.PURCHASE,
-        idempotency_key=idempotency_key,
-        expires_at=paid_at + timedelta(days=package.validity_days),
-        reason=f"Package {package.name}",
-    )

@@ -30,7 +30,6 @@ from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
@@ -45,6 +44,7 @@ from .models import (
     RateCard,
     WindowKind,
 )
+from .plans import plan_for
 
 MINUTES_PER_DAY = 24 * 60
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
@@ -244,14 +244,6 @@ def active_schedule() -> ScheduleSpec | None:
     return schedule_spec(schedule)
 
 
-def billing_time_zone() -> ZoneInfo:
-    """Where billing days and months begin: the active schedule's zone, else the setting."""
-    name = (
-        PricingSchedule.objects.filter(is_active=True).values_list("time_zone", flat=True).first()
-    )
-    return ZoneInfo(name or settings.BILLING_TIME_ZONE)
-
-
 def current_window(schedule, at: datetime) -> tuple[str, Decimal]:
     """("peak" | "off_peak", multiplier) in force at `at`; no schedule means peak ×1."""
     spec = schedule_spec(schedule)
@@ -383,8 +375,6 @@ def quote_for(
 ) -> Quote:
     """Load the workspace's plan (unless the caller already has it), the model's rate card
     and the active schedule; quote."""
-    from .plans import plan_for
-
     rate_card = RateCard.objects.filter(video_model=video_model).first()
     return quote(
         video_model=video_model,

@@ -8,8 +8,8 @@ be taken is recorded as a shortfall; the wallet never goes below zero. Totals ar
 cumulative and keyed by what is owed, so partial refunds add up and a replayed or
 out-of-order event takes nothing twice.
 
-`revoke_credits` takes them with the ledger's own lock order (wallet, then lots) and entry
-helper. Its entries are of kind `revoke`, with `params.cause` saying refund or dispute.
+`ledger.revoke_lot_credits` takes them with the ledger's own lock order (wallet, then the
+lot). Its entries are of kind `revoke`, with `params.cause` saying refund or dispute.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from django.db import transaction
 
 from . import ledger
 from .models import (
-    CreditLot,
     CreditRevocation,
-    EntryKind,
     RevocationCause,
     StripePayment,
 )
@@ -41,7 +39,7 @@ def revoke_for_payment(
     """
     if cause not in RevocationCause.values:
         raise ledger.LedgerError(f"Unknown revocation cause {cause!r}.")
-    wallet = ledger._lock_wallet(payment.workspace)
+    ledger.lock_wallet(payment.workspace)
     payment = StripePayment.objects.dangerously_unscoped().select_for_update().get(pk=payment.pk)
     if refunded_amount is not None:
         payment.refunded_amount = max(payment.refunded_amount, refunded_amount)
@@ -54,24 +52,15 @@ def revoke_for_payment(
         return None
 
     key = f"stripe-revoke:{payment.pk}:{owed}"
-    lot = CreditLot.objects.dangerously_unscoped().select_for_update().get(pk=payment.lot_id)
-    take = min(due, lot.remaining)
     reason = f"{RevocationCause(cause).label} of Stripe payment {payment.reference}"
-    entry = None
-    if take:
-        lot.remaining -= take
-        lot.save(update_fields=["remaining"])
-        wallet.balance -= take
-        ledger._save_wallet(wallet)
-        entry = ledger._entry(
-            wallet,
-            EntryKind.REVOKE,
-            -take,
-            key,
-            lot=lot,
-            reason=reason,
-            params={"cause": cause, "stripe_object": stripe_object_id, "owed": due},
-        )
+    take, entry = ledger.revoke_lot_credits(
+        payment.workspace,
+        payment.lot_id,
+        due,
+        idempotency_key=key,
+        reason=reason,
+        params={"cause": cause, "stripe_object": stripe_object_id, "owed": due},
+    )
     revocation = CreditRevocation.objects.dangerously_unscoped().create(
         workspace=payment.workspace,
         payment=payment,

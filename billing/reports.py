@@ -13,10 +13,9 @@ from datetime import date, datetime, time
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from .ledger import month_start
 from .models import CreditLot, EntryKind, Hold, HoldStatus, LedgerEntry
+from .periods import billing_time_zone, month_start
 from .plans import live_subscription, plan_for
-from .pricing import billing_time_zone
 
 
 def live_lots(workspace, *, now: datetime | None = None) -> QuerySet[CreditLot]:

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from config.admin import ReadOnlyAdmin
 
-from . import webhooks
+from . import stripe_events
 from .models import CreditRevocation, StripeCustomer, StripeEvent, StripePayment
 
 
@@ -35,7 +35,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
     @admin.action(description=_("Retry the selected events"))
     def retry(self, request, queryset) -> None:
         with transaction.atomic():
-            retried = sum(1 for event in queryset if webhooks.retry_event(event))
+            retried = sum(1 for event in queryset if stripe_events.retry_event(event))
         messages.info(request, _("%(n)d event(s) sent back to the worker.") % {"n": retried})
 
 

@@ -13,12 +13,6 @@ def expire_lots() -> int:
     return ledger.expire_lots()
 
 
-@shared_task(name="billing.tasks.expire_holds")
-def expire_holds() -> int:
-    """Release, as expired, pending holds past their own deadline."""
-    return ledger.expire_holds()
-
-
 @shared_task(name="billing.tasks.grant_daily_free_credits")
 def grant_daily_free_credits() -> int:
     """Today's free credits for every workspace whose plan includes them (once a day)."""

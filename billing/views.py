@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
-from . import ledger, payments, pricing, reports, webhooks
+from . import ledger, payments, pricing, reports, stripe_sync
 from .models import CreditPackage, EntryKind, Plan
 from .plans import live_subscription, plan_for
 
@@ -101,7 +101,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
             try:
                 payments.change_plan(request.workspace, plan)
                 # Apply an upgrade now rather than when the webhook arrives (same rules).
-                webhooks.sync_subscription(current.external_id)
+                stripe_sync.sync_subscription(current.external_id)
             except (payments.PaymentError, stripe.StripeError) as exc:
                 messages.error(request, str(exc))
             else:

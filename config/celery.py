@@ -48,7 +48,6 @@ app.conf.beat_schedule = {
     # Billing: every grant is keyed, so running these often is harmless and catches up
     # quickly after downtime (a day's free credits arrive within minutes of midnight).
     "billing-expire-lots": {"task": "billing.tasks.expire_lots", "schedule": 60.0},
-    "billing-expire-holds": {"task": "billing.tasks.expire_holds", "schedule": 300.0},
     "billing-roll-over-subscriptions": {
         "task": "billing.tasks.roll_over_subscriptions",
         "schedule": 300.0,

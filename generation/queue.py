@@ -1,7 +1,7 @@
 """The queue's order: one function for the dispatcher and for the positions creators see.
 
 Queued takes are taken by plan priority class, then the workspace with the least usage
-this billing period (seconds dispatched since `ledger.month_start`), then age. Off-peak
+this billing period (seconds dispatched since `billing.periods.month_start`), then age. Off-peak
 takes are eligible only inside an off-peak window. `queue_positions` numbers the eligible
 queued takes in exactly that order, in one query for any number of takes, so the "#3 in
 queue" on a card is the place the dispatcher will give it.
@@ -17,7 +17,7 @@ from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from billing import ledger, pricing
+from billing import periods, pricing
 
 from .models import Take, TakeStatus
 
@@ -37,7 +37,7 @@ def with_usage(queryset: QuerySet, now: datetime) -> QuerySet:
     """Annotate each take with its workspace's seconds dispatched this period."""
     usage = (
         Take.objects.dangerously_unscoped()
-        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=ledger.month_start(now))
+        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=periods.month_start(now))
         .order_by()
         .values("workspace")
         .annotate(seconds=Sum("duration_seconds"))

@@ -77,8 +77,43 @@ def imports_of(path: Path) -> list[tuple[str, list[str], bool]]:
     return found
 
 
+def _private_attributes(path: Path, modules: dict[str, Path]) -> list[tuple[str, str]]:
+    """(module, name) for each `alias._name` use where `alias` is an imported app module."""
+    tree = ast.parse(path.read_text())
+    package = module_name(path)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{base}.{alias.name}"
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append((aliases[node.value.id], node.attr))
+    return found
+
+
 def internal_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
-    """Module → internal modules it imports; and (importer, module, name) private imports."""
+    """Module → internal modules it imports; and (importer, module, name) for every private
+    name one module takes from another (imported, or used as `module._name`)."""
     modules = {module_name(path): path for path in source_files()}
     graph: dict[str, set[str]] = defaultdict(set)
     private = []
@@ -95,7 +130,10 @@ def internal_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
                     if imported.startswith("_") and base != name:
                         private.append((name, base, imported))
             graph[name].update(t for t in targets if t != name)
-    return graph, private
+        for module, attr in _private_attributes(path, modules):
+            if module != name:
+                private.append((name, module, attr))
+    return graph, sorted(set(private))
 
 
 def function_level_imports() -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from django.test import Client, TestCase
 
-from billing import webhooks
+from billing import stripe_events
 from billing.models import StripeEvent
 
 from .fake_stripe import running_fake_stripe, sign
@@ -46,4 +46,4 @@ def deliver(event: dict) -> StripeEvent:
     assert response.status_code == 200, response.content
     stored = StripeEvent.objects.get(event_id=event["id"])
     with TestCase.captureOnCommitCallbacks(execute=True):
-        return webhooks.process_event(stored.pk)
+        return stripe_events.process_event(stored.pk)

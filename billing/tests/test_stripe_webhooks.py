@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.core import mail
 from django.utils import timezone
 
-from billing import ledger, payments, webhooks
+from billing import dunning, ledger, payments, stripe_events
 from billing.models import (
     CreditLot,
     CreditPackage,
@@ -180,7 +180,7 @@ def test_failed_handler_is_recorded_then_succeeds_on_retry(fake, acme, alice, sh
     assert "credits-gone" in event.last_error
     assert _balance(acme) == 0 and not StripePayment.objects.exists()
     CreditPackage.objects.create(slug="credits-gone", name="Gone", credits=7, prices={"CNY": 1})
-    event = webhooks.process_event(event.pk)
+    event = stripe_events.process_event(event.pk)
     assert event.status == StripeEventStatus.PROCESSED and event.attempts == 2
     assert event.last_error == "" and _balance(acme) == 7
 
@@ -343,10 +343,10 @@ def test_payment_failure_marks_past_due_tells_the_owner_once_then_grace_downgrad
         assert Subscription.objects.get(workspace=acme).status == SubscriptionStatus.PAST_DUE
         assert plan_for(acme) == plans["standard"]  # still entitled during the grace period
         assert [m.to for m in mail.outbox] == [["alice@example.com"]]
-        assert webhooks.downgrade_past_due() == 0
+        assert dunning.downgrade_past_due() == 0
     with time_machine.travel(end + timedelta(days=3, minutes=2), tick=False):
-        assert webhooks.downgrade_past_due() == 1
-        assert webhooks.downgrade_past_due() == 0
+        assert dunning.downgrade_past_due() == 1
+        assert dunning.downgrade_past_due() == 0
     assert plan_for(acme).slug == "free"
     assert fake.get(sub["id"])["status"] == "canceled"
 
@@ -431,7 +431,7 @@ def test_concurrent_deliveries_of_one_payment_grant_once_and_refund_once(setting
     from conftest import make_user
 
     enqueued: list[int] = []
-    monkeypatch.setattr(webhooks, "enqueue", enqueued.append)  # the threads are the workers
+    monkeypatch.setattr(stripe_events, "enqueue", enqueued.append)  # the threads are the workers
     seed_plans()
     owner = make_user("dora@example.com")
     team = create_workspace(owner, "Dora's")
@@ -445,7 +445,7 @@ def test_concurrent_deliveries_of_one_payment_grant_once_and_refund_once(setting
 
         def handle(pk: int) -> str:
             try:
-                return webhooks.process_event(pk).status
+                return stripe_events.process_event(pk).status
             finally:
                 connection.close()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.urls import reverse
 from django.utils import timezone
 
@@ -17,7 +18,8 @@ from billing.models import (
     Subscription,
     Wallet,
 )
-from billing.plans import grant_package_credits, start_subscription
+from billing.plans import start_subscription
+from billing.stripe_sync import grant_package
 from conftest import client_for
 
 
@@ -34,10 +36,19 @@ def test_ledger_models_are_tenant_owned_and_fail_closed(model, acme, charlie, pl
 
 
 def test_package_purchase_grants_a_purchase_lot_once(acme, plans):
+    """Through the one live path (a paid checkout session), not a second helper."""
     package = CreditPackage.objects.get(slug="credits-500")
-    paid_at = timezone.now()
-    lot = grant_package_credits(acme, package, idempotency_key="order-1", paid_at=paid_at)
-    again = grant_package_credits(acme, package, idempotency_key="order-1", paid_at=paid_at)
+    session = {
+        "id": "cs_order-1",
+        "mode": "payment",
+        "amount_total": 500,
+        "currency": "cny",
+        "metadata": {"kind": "package", "package": package.slug, "workspace_id": str(acme.pk)},
+    }
+    with time_machine.travel(timezone.now(), tick=False):
+        paid_at = timezone.now()
+        lot = grant_package(session).lot
+        again = grant_package(session).lot
     assert lot.pk == again.pk and lot.source == CreditSource.PURCHASE
     assert lot.expires_at == paid_at + timedelta(days=365)
     assert get_wallet(acme).balance == 500
