@@ -14,7 +14,7 @@ from .helpers import fund, setup_catalog, subscribe
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch):
-    monkeypatch.setattr("generation.submission._enqueue", lambda ids: None)
+    monkeypatch.setattr("workers.tasks.dispatch_takes.delay", lambda *a, **k: None)
 
 
 def _queries(fn) -> list[str]:
