@@ -693,19 +693,39 @@ def _not_pending(hold_id: int) -> LedgerError:
 def _close_set_based(
     hold_id, charge, key, kind, final_status, reason, requested
 ) -> Hold | LedgerError:
-    """Three statements: close the hold if pending (its row lock), credit the wallet (its
-    row lock), then one statement that splits the allocations into charged and returned,
-    returns credits to their lots, inserts the entry and the lots that paid for it."""
+    """Two statements: close the hold if pending and credit its wallet (the wallet's
+    update reads the closed hold, so the hold's row lock is taken first), then one
+    statement that splits the allocations into charged and returned, returns credits to
+    their lots, inserts the entry and the lots that paid for it."""
     now = timezone.now()
-    hold = _close_pending(hold_id, charge, final_status, now)
-    if hold is None:
-        return _not_pending(hold_id)
-    returned_total = hold.amount - hold.charged
-    [(balance,)] = _sql(
-        "UPDATE {wallet} SET balance = balance + %s, held = held - %s, updated_at = %s "
-        "WHERE id = %s RETURNING balance",
-        [returned_total, hold.amount, now, hold.wallet_id],
+    closed = _sql(
+        """
+        WITH closed AS (
+            UPDATE {hold} SET status = %(status)s, closed_at = %(now)s,
+                charged = CASE WHEN amount < %(charge)s THEN amount ELSE %(charge)s END
+            WHERE id = %(hold)s AND status = %(pending)s
+            RETURNING {hold_columns}
+        ), credited AS (
+            UPDATE {wallet} SET balance = balance + closed.amount - closed.charged,
+                held = held - closed.amount, updated_at = %(now)s
+            FROM closed WHERE {wallet}.id = closed.wallet_id
+            RETURNING {wallet}.balance
+        )
+        SELECT closed.*, credited.balance FROM closed, credited
+        """,
+        {
+            "status": final_status,
+            "now": now,
+            "charge": charge,
+            "hold": hold_id,
+            "pending": HoldStatus.PENDING,
+        },
     )
+    if not closed:
+        return _not_pending(hold_id)
+    *columns, balance = closed[0]
+    hold = Hold.from_db(connection.alias, _HOLD_FIELDS, columns)
+    returned_total = hold.amount - hold.charged
     [(entry_id, lapsed_lots, lapsed_amounts)] = _sql(
         """
         WITH split AS (
