@@ -12,6 +12,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
+from .tenancy import WorkspaceOwned
+
 
 class Role(models.TextChoices):
     OWNER = "owner", _("Owner")
@@ -116,4 +118,39 @@ class Invitation(models.Model):
             self.accepted_at is None
             and self.revoked_at is None
             and self.expires_at > timezone.now()
+        )
+
+
+class ApiKey(WorkspaceOwned):
+    """A workspace's credential for programs: `rtk_<prefix>_<secret>`, shown once.
+
+    Only the SHA-256 of the whole key is stored (the secret is 256 random bits, so a slow
+    hash adds nothing); the prefix is unique and shown in lists so people can tell keys
+    apart. Created and revoked through `accounts.api_keys`.
+    """
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=120)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Credits requests made with this key may spend per billing month; null means no cap.
+    monthly_spend_cap = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
         )

@@ -86,6 +86,20 @@ class SpendingCapExceeded(LedgerError):
         )
 
 
+class ApiKeyCapExceeded(LedgerError):
+    def __init__(self, cap: int, spent: int, needed: int) -> None:
+        self.cap = cap
+        self.spent = spent
+        self.needed = needed
+        super().__init__(
+            _(
+                "This API key's monthly spending cap is %(cap)d credits; %(spent)d were used "
+                "through it this month and this needs %(needed)d more."
+            )
+            % {"cap": cap, "spent": spent, "needed": needed}
+        )
+
+
 class IdempotencyConflict(LedgerError):
     """The idempotency key was already used for a different request."""
 
@@ -329,10 +343,19 @@ def grant_credits(
 
 def member_spent_this_month(workspace, member, *, now: datetime | None = None) -> int:
     """Settled charges plus pending holds by `member` in this calendar month."""
+    return _spent_this_month(workspace, now, member=member)
+
+
+def api_key_spent_this_month(workspace, api_key, *, now: datetime | None = None) -> int:
+    """Settled charges plus pending holds placed through `api_key` this calendar month."""
+    return _spent_this_month(workspace, now, api_key=api_key)
+
+
+def _spent_this_month(workspace, now: datetime | None, **who) -> int:
     now = now or timezone.now()
     sums = (
         Hold.objects.for_workspace(workspace)
-        .filter(member=member, created_at__gte=month_start(now))
+        .filter(created_at__gte=month_start(now), **who)
         .aggregate(
             pending=Sum("amount", filter=Q(status=HoldStatus.PENDING)),
             settled=Sum("charged", filter=Q(status=HoldStatus.SETTLED)),
@@ -368,17 +391,19 @@ def place_hold(
     *,
     idempotency_key: str,
     member=None,
+    api_key=None,
     reason: str = "",
     expires_at: datetime | None = None,
 ) -> Hold:
     """Reserve credits before a take runs, pinning the lots they come from.
 
-    Raises InsufficientCredits or SpendingCapExceeded, changing nothing.
+    Raises InsufficientCredits, SpendingCapExceeded (the member's cap) or ApiKeyCapExceeded
+    (the cap of the API key it is placed through), changing nothing.
     """
     _check_positive(amount, _("A hold"))
     _check_key(idempotency_key)
     _check_aware(expires_at, _("The hold's expiry"))
-    args = (workspace, amount, idempotency_key, member, reason[:500], expires_at)
+    args = (workspace, amount, idempotency_key, member, reason[:500], expires_at, api_key)
     if _set_based():
         # Refusals come back as values from a transaction that wrote nothing, so no
         # savepoint is needed for the caller's transaction to survive them.
@@ -428,7 +453,23 @@ def _member_cap(workspace, member) -> int | None:
     return row[0]
 
 
-def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) -> Hold | LedgerError:
+def _caps_refusal(workspace, member, member_cap, api_key, amount, now) -> LedgerError | None:
+    """Under the wallet lock (concurrent holds of one member or key serialize): a cap this
+    hold would pass, or None."""
+    if member_cap is not None:
+        spent = member_spent_this_month(workspace, member, now=now)
+        if spent + amount > member_cap:
+            return SpendingCapExceeded(cap=member_cap, spent=spent, needed=amount)
+    if api_key is not None and api_key.monthly_spend_cap is not None:
+        spent = api_key_spent_this_month(workspace, api_key, now=now)
+        if spent + amount > api_key.monthly_spend_cap:
+            return ApiKeyCapExceeded(cap=api_key.monthly_spend_cap, spent=spent, needed=amount)
+    return None
+
+
+def _place_hold_set_based(
+    workspace, amount, key, member, reason, expires_at, api_key=None
+) -> Hold | LedgerError:
     """Two statements: lock the wallet if its balance covers the hold, then one statement
     that inserts the hold (unless the key is taken or too few credits are usable now),
     its allocations from the usable lots in consumption order, takes them out of the lots,
@@ -448,15 +489,15 @@ def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) ->
     if not locked:
         return InsufficientCredits(needed=amount, available=available_credits(workspace, now=now))
     [(wallet_id, balance)] = locked
-    if cap is not None:  # under the wallet lock: concurrent holds of one member serialize
-        spent = member_spent_this_month(workspace, member, now=now)
-        if spent + amount > cap:
-            return SpendingCapExceeded(cap=cap, spent=spent, needed=amount)
+    refusal = _caps_refusal(workspace, member, cap, api_key, amount, now)
+    if refusal is not None:
+        return refusal
     params = {
         "wallet": wallet_id,
         "workspace": workspace.pk,
         "amount": amount,
         "member": getattr(member, "pk", None),
+        "api_key": getattr(api_key, "pk", None),
         "reason": reason,
         "expires_at": expires_at,
         "now": now,
@@ -475,9 +516,9 @@ def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) ->
             SELECT COALESCE(MAX(upto), 0) AS available FROM usable
         ), new_hold AS (
             INSERT INTO {hold} (wallet_id, workspace_id, amount, status, charged, member_id,
-                                reason, expires_at, created_at, idempotency_key)
+                                api_key_id, reason, expires_at, created_at, idempotency_key)
             SELECT %(wallet)s, %(workspace)s, %(amount)s, 'pending', 0, %(member)s,
-                   %(reason)s, %(expires_at)s, %(now)s, %(key)s
+                   %(api_key)s, %(reason)s, %(expires_at)s, %(now)s, %(key)s
             FROM enough WHERE available >= %(amount)s
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING id
@@ -517,6 +558,7 @@ def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) ->
         workspace_id=workspace.pk,
         amount=amount,
         member_id=params["member"],
+        api_key_id=params["api_key"],
         reason=reason,
         expires_at=expires_at,
         created_at=now,
@@ -527,7 +569,7 @@ def _place_hold_set_based(workspace, amount, key, member, reason, expires_at) ->
     return hold
 
 
-def _place_hold(workspace, amount, key, member, reason, expires_at) -> Hold:
+def _place_hold(workspace, amount, key, member, reason, expires_at, api_key=None) -> Hold:
     """The portable hold, five statements without a member: debit the wallet (its row
     lock), insert the hold, insert its allocations from the usable lots in consumption
     order, take them out of those lots, insert the entry."""
@@ -541,16 +583,16 @@ def _place_hold(workspace, amount, key, member, reason, expires_at) -> Hold:
     if not debited:
         raise InsufficientCredits(needed=amount, available=available_credits(workspace, now=now))
     [(wallet_id, balance)] = debited
-    if cap is not None:  # under the wallet lock: concurrent holds of one member serialize
-        spent = member_spent_this_month(workspace, member, now=now)
-        if spent + amount > cap:
-            raise SpendingCapExceeded(cap=cap, spent=spent, needed=amount)
+    refusal = _caps_refusal(workspace, member, cap, api_key, amount, now)
+    if refusal is not None:
+        raise refusal
 
     hold = Hold(
         wallet_id=wallet_id,
         workspace=workspace,
         amount=amount,
         member=member,
+        api_key=api_key,
         reason=reason[:500],
         expires_at=expires_at,
         created_at=now,

@@ -280,6 +280,10 @@ class Hold(WorkspaceOwned):
     member = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The API key the hold was placed through (its monthly cap counts these holds).
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     reason = models.CharField(max_length=500, blank=True)
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text=_("Released as expired by beat if still pending then.")

@@ -64,6 +64,10 @@ app.conf.beat_schedule = {
         "task": "billing.tasks.downgrade_past_due_subscriptions",
         "schedule": 3600.0,
     },
+    "api-requeue-webhook-deliveries": {
+        "task": "api.tasks.requeue_webhook_deliveries",
+        "schedule": 300.0,
+    },
     "billing-requeue-stale-stripe-events": {
         "task": "billing.tasks.requeue_stale_stripe_events",
         "schedule": 600.0,

@@ -62,12 +62,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.sites",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "allauth",
     "allauth.account",
     "accounts",
     "billing",
     "generation",
     "workers",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -295,6 +298,29 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Retake API",
+    "DESCRIPTION": (
+        "Generate video on every model Retake runs, paid from the workspace's credits. "
+        "Authenticate with `Authorization: Bearer <API key>`. See docs/api.md."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/(api/)?v1",
+    "PREPROCESSING_HOOKS": ["api.schema.public_paths"],
+    "ENUM_NAME_OVERRIDES": {
+        "EventTypeEnum": "api.models.EventType",
+        "VideoObjectEnum": ["video"],
+        "ListObjectEnum": ["list"],
+        "ModelObjectEnum": ["model"],
+        "VideoDeletedObjectEnum": ["video.deleted"],
+    },
 }
 
 LOGGING = {
@@ -347,3 +373,16 @@ PROVIDER_MAX_RUNTIME_SECONDS = env_int("PROVIDER_MAX_RUNTIME_SECONDS", 1800)
 PROVIDER_WEBHOOK_TOLERANCE_SECONDS = env_int("PROVIDER_WEBHOOK_TOLERANCE_SECONDS", 300)
 # The largest output file copied from a provider into storage.
 PROVIDER_OUTPUT_MAX_BYTES = env_int("PROVIDER_OUTPUT_MAX_BYTES", 2 * 1024 * 1024 * 1024)
+
+# --- Public API (api/) ------------------------------------------------------------------
+# Requests per API key: a short burst and a sustained rate ("N/s", "N/min", "N/hour").
+API_RATE_BURST = env_str("API_RATE_BURST", "20/s")
+API_RATE_SUSTAINED = env_str("API_RATE_SUSTAINED", "1000/hour")
+# Customer webhooks: per-request timeout, the retry delays (seconds, one per retry; about
+# a day in all), how long an endpoint may fail before it is disabled, and whether
+# http:// and loopback addresses are allowed (local development and tests only).
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
+_RETRY_DEFAULT = "5,30,120,600,1800,3600,7200,14400,36000,36000"
+WEBHOOK_RETRY_DELAYS = [int(s) for s in env_list("WEBHOOK_RETRY_DELAYS", _RETRY_DEFAULT)]
+WEBHOOK_DISABLE_AFTER_HOURS = env_int("WEBHOOK_DISABLE_AFTER_HOURS", 72)
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)

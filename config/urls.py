@@ -15,6 +15,7 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("", include("generation.urls")),
     path("", include("workers.urls")),
+    path("", include("api.urls")),
 ]
 
 if settings.STORAGE_BACKEND == "filesystem" and settings.DEBUG:

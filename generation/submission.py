@@ -292,6 +292,7 @@ def _create(
     fingerprint: str,
     draft_of: Take | None = None,
     last_frame: tuple[bytes, str] | None = None,
+    api_key=None,
 ) -> list[Take]:
     stored: list[str] = []
     try:
@@ -374,6 +375,7 @@ def _create(
                             quote.total,
                             idempotency_key=f"take:{take.id}:hold",
                             member=user,
+                            api_key=api_key,
                             reason=f"take {take.id}",
                         )
                     except ledger.LedgerError as exc:
@@ -398,11 +400,13 @@ def submit_takes(
     image=None,
     project: Project | None = None,
     last_frame=None,
+    api_key=None,
 ) -> list[Take]:
     """Create `spec.count` takes of a new shot, each with its locked quote and hold.
 
     `image` is the reference (first) frame; `last_frame`, on models that can, the frame
-    the video ends on. Raises SubmissionError (nothing written, nothing held) when any
+    the video ends on; `api_key`, the key a program submitted through (its monthly cap
+    applies to the holds). Raises SubmissionError (nothing written, nothing held) when any
     check fails.
     """
     key = (idempotency_key or "").strip()
@@ -439,6 +443,7 @@ def submit_takes(
         idempotency_key=key,
         fingerprint=fingerprint,
         last_frame=last_data,
+        api_key=api_key,
     )
 
 
@@ -454,7 +459,7 @@ def _submit_once(workspace, user, spec, video_model, **kwargs) -> list[Take]:
 
 
 def finalize_take(
-    draft: Take, user, *, idempotency_key: str, resolution: str | None = None
+    draft: Take, user, *, idempotency_key: str, resolution: str | None = None, api_key=None
 ) -> Take:
     """Re-render a succeeded draft at full resolution as a new take, same seed and inputs."""
     if draft.mode != pricing.Mode.DRAFT:
@@ -507,5 +512,6 @@ def finalize_take(
         idempotency_key=key,
         fingerprint=_fingerprint(spec, None, f"finalize:{draft.pk}"),
         draft_of=draft,
+        api_key=api_key,
     )
     return takes[0]

@@ -158,6 +158,28 @@ def make_poster(src: Source, dst_path: str | os.PathLike) -> MediaInfo:
     return info
 
 
+def make_spritesheet(
+    src: Source, dst_path: str | os.PathLike, *, columns: int = 5, rows: int = 5, tile: int = 192
+) -> tuple[int, int]:
+    """Write a JPEG grid of `columns × rows` frames spread evenly over the video, each
+    `tile` pixels wide; return the grid's size in pixels."""
+    info = probe(src)
+    count = columns * rows
+    wanted = sorted({min(info.frames - 1, round(i * info.frames / count)) for i in range(count)})
+    tile_h = _even(tile * info.height / info.width)
+    sheet = Image.new("RGB", (columns * tile, rows * tile_h))
+    with _open(src) as container:
+        stream = _video_stream(container)
+        placed = 0
+        for index, frame in enumerate(container.decode(stream)):
+            if placed < len(wanted) and index == wanted[placed]:
+                image = frame.to_image().convert("RGB").resize((tile, tile_h))
+                sheet.paste(image, ((placed % columns) * tile, (placed // columns) * tile_h))
+                placed += 1
+    sheet.save(dst_path, format="JPEG", quality=80)
+    return sheet.size
+
+
 def _even(value: float) -> int:
     return max(2, int(round(value / 2)) * 2)
 

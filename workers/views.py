@@ -44,8 +44,16 @@ def signed_media(request: HttpRequest, token: str) -> HttpResponse | StreamingHt
         return HttpResponseForbidden("This link has expired.")
     except signing.BadSignature:
         return HttpResponseForbidden("This link is not valid.")
+    return stream_stored_file(request, name)
+
+
+def stream_stored_file(
+    request: HttpRequest, name: str, content_type: str | None = None
+) -> HttpResponse | StreamingHttpResponse:
+    """Stream a stored file, honouring a single `Range` request (206 / 416)."""
     if not default_storage.exists(name):
         raise Http404("No such file.")
+    content_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     handle = default_storage.open(name, "rb")
     size = handle.size
     wanted = BYTE_RANGE.match(request.headers.get("Range", "").strip())
@@ -64,12 +72,14 @@ def signed_media(request: HttpRequest, token: str) -> HttpResponse | StreamingHt
         response = StreamingHttpResponse(
             _read(handle, end - start + 1),
             status=206,
-            content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+            content_type=content_type,
         )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Length"] = str(end - start + 1)
     else:
-        response = FileResponse(handle, filename=os.path.basename(name))
+        response = FileResponse(
+            handle, filename=os.path.basename(name), content_type=content_type
+        )
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=300"
     return response

@@ -1,0 +1,54 @@
+"""What every public API view shares: authentication, the workspace, rate limits, errors."""
+
+from __future__ import annotations
+
+from rest_framework import viewsets
+from rest_framework.pagination import CursorPagination
+
+from .auth import ApiKeyAuthentication, SessionAuthentication, WorkspaceAccess
+from .errors import openai_exception_handler, v1_exception_handler
+from .throttles import BurstRateThrottle, SustainedRateThrottle, rate_limit_headers
+
+
+class NewestFirst(CursorPagination):
+    """Opaque cursors over the newest rows first; `page_size` up to 100."""
+
+    ordering = ("-created_at", "-pk")
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ApiViewSet(viewsets.GenericViewSet):
+    """The base of `/api/v1/` views."""
+
+    authentication_classes = [ApiKeyAuthentication, SessionAuthentication]
+    permission_classes = [WorkspaceAccess]
+    throttle_classes = [BurstRateThrottle, SustainedRateThrottle]
+    pagination_class = NewestFirst
+
+    @property
+    def workspace(self):
+        return self.request._request.workspace
+
+    @property
+    def api_key(self):
+        from .auth import api_key_of
+
+        return api_key_of(self.request)
+
+    def get_exception_handler(self):
+        return v1_exception_handler
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in rate_limit_headers(request).items():
+            response[name] = value
+        return response
+
+
+class OpenAIViewSet(ApiViewSet):
+    """The base of the OpenAI-compatible `/v1/` views: OpenAI's error shape."""
+
+    def get_exception_handler(self):
+        return openai_exception_handler

@@ -1,0 +1,85 @@
+"""`Idempotency-Key` on creating calls: the same key and body replay the first response
+byte for byte; the same key with another body is refused with 409.
+
+The take itself is made idempotent by `submit_takes` (one submission per key, unique in
+the database), so racing requests make one take and one hold. This module keeps the first
+response so every racer, and every later retry, answers the same body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.utils.translation import gettext as _
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from .errors import ApiError
+from .models import IdempotentResponse
+
+MAX_KEY_CHARS = 200
+
+
+def fingerprint(request, data: dict) -> str:
+    """Method, path and the request's content (files by their bytes' digest)."""
+    digest = hashlib.sha256(f"{request.method} {request.path}\n".encode())
+    plain, files = {}, {}
+    for name, value in data.items():
+        if hasattr(value, "read"):
+            value.seek(0)
+            files[name] = hashlib.sha256(value.read()).hexdigest()
+            value.seek(0)
+        else:
+            plain[name] = value
+    digest.update(json.dumps([plain, files], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def header_key(request) -> str:
+    key = (request.headers.get("Idempotency-Key") or "").strip()
+    if len(key) > MAX_KEY_CHARS or "\x00" in key:
+        raise ApiError(
+            _("An Idempotency-Key is at most %(n)d characters.") % {"n": MAX_KEY_CHARS},
+            "Idempotency-Key",
+        )
+    return key
+
+
+def replay(workspace, key: str, print_: str) -> Response | None:
+    stored = IdempotentResponse.objects.for_workspace(workspace).filter(key=key).first()
+    if stored is None:
+        return None
+    if stored.fingerprint != print_:
+        raise ApiError(
+            _("This Idempotency-Key was already used with a different request."),
+            "Idempotency-Key",
+            status_code=409,
+            code="idempotency_conflict",
+        )
+    response = _as_http(stored.body, stored.status_code)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _as_http(body: str, status: int) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
+def remember(workspace, key: str, print_: str, response: Response) -> HttpResponse:
+    """Store the first response; a racer that stored first wins and its body is returned."""
+    body = JSONRenderer().render(response.data).decode()
+    try:
+        with transaction.atomic():
+            IdempotentResponse.objects.for_workspace(workspace).create(
+                workspace=workspace,
+                key=key,
+                fingerprint=print_,
+                status_code=response.status_code,
+                body=body,
+            )
+    except IntegrityError:
+        return replay(workspace, key, print_) or _as_http(body, response.status_code)
+    return _as_http(body, response.status_code)
