@@ -52,3 +52,7 @@ class OpenAIViewSet(ApiViewSet):
 
     def get_exception_handler(self):
         return openai_exception_handler
+
+    def perform_content_negotiation(self, request, force=False):
+        # The SDK asks `Accept: application/binary` for downloads; errors are JSON anyway.
+        return super().perform_content_negotiation(request, force=True)

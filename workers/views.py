@@ -77,9 +77,7 @@ def stream_stored_file(
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Length"] = str(end - start + 1)
     else:
-        response = FileResponse(
-            handle, filename=os.path.basename(name), content_type=content_type
-        )
+        response = FileResponse(handle, filename=os.path.basename(name), content_type=content_type)
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=300"
     return response
