@@ -68,6 +68,47 @@ def _alice_project(world: World) -> int:
     return inbox_for(world.acme).pk
 
 
+def _alice_shot(world: World) -> int:
+    from generation.models import Take
+
+    return Take.objects.get(pk=_alice_take(world)).shot_id
+
+
+def _alice_video(world: World) -> str:
+    return "video_" + _alice_take(world).replace("-", "")
+
+
+def _alice_webhook_endpoint(world: World):
+    from api.models import WebhookEndpoint
+
+    return WebhookEndpoint.objects.create(
+        workspace=world.acme, url="https://example.com/hook", event_types=["take.succeeded"]
+    )
+
+
+def _alice_endpoint_id(world: World) -> int:
+    return _alice_webhook_endpoint(world).pk
+
+
+def _alice_delivery(world: World) -> str:
+    from api.models import WebhookDelivery
+
+    return WebhookDelivery.objects.create(
+        endpoint=_alice_webhook_endpoint(world),
+        message_id="msg_walk",
+        event_type="take.succeeded",
+        payload={"type": "take.succeeded"},
+    ).pk
+
+
+def _alice_api_key(world: World) -> int:
+    from accounts.models import ApiKey
+
+    return ApiKey.objects.create(
+        workspace=world.acme, name="walk", prefix="walk00000000", key_hash="x" * 64
+    ).pk
+
+
 OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "workspace_id": lambda world: world.acme.pk,
     "membership_id": _bob_membership,
@@ -75,6 +116,11 @@ OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "token": _invitation_for_alice,
     "take_id": _alice_take,
     "project_id": _alice_project,
+    "shot_id": _alice_shot,
+    "video_id": _alice_video,
+    "endpoint_id": _alice_endpoint_id,
+    "delivery_id": _alice_delivery,
+    "key_id": _alice_api_key,
 }
 
 
