@@ -6,4 +6,4 @@ class ApiConfig(AppConfig):
     verbose_name = "Public API"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401  (OpenAPI extensions for the auth classes)
+        from . import events, schema  # noqa: F401  (signal receivers; OpenAPI extensions)

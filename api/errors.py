@@ -22,8 +22,14 @@ from generation.submission import SubmissionError
 class ApiError(exceptions.APIException):
     """A refusal naming the input at fault."""
 
-    def __init__(self, message: str, field: str | None = None, *, status_code: int = 400,
-                 code: str = "invalid") -> None:  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        *,
+        status_code: int = 400,
+        code: str = "invalid",
+    ) -> None:
         super().__init__(message, code)
         self.status_code = status_code
         self.field = field
@@ -112,8 +118,9 @@ OPENAI_TYPES = {
 }
 
 
-def openai_error(message: str, status_code: int, *, param: str | None = None,
-                 code: str | None = None) -> Response:  # fmt: skip
+def openai_error(
+    message: str, status_code: int, *, param: str | None = None, code: str | None = None
+) -> Response:
     return Response(
         {
             "error": {

@@ -281,9 +281,12 @@ class VideoViewSet(OpenAIViewSet):
             "multipart/form-data": VideoCreateSerializer,
             "application/json": VideoCreateSerializer,
         },
-        responses={200: VideoSerializer, 402: OpenApiResponse(description="Not enough credits."),
-                   **OPENAI_ERRORS},
-    )  # fmt: skip
+        responses={
+            200: VideoSerializer,
+            402: OpenApiResponse(description="Not enough credits."),
+            **OPENAI_ERRORS,
+        },
+    )
     def create(self, request):
         key = idempotency.header_key(request)
         print_ = idempotency.fingerprint(request, request.data) if key else ""
@@ -340,8 +343,11 @@ class VideoViewSet(OpenAIViewSet):
             return idempotency.remember(self.workspace, key, print_, response)
         return response
 
-    @extend_schema(operation_id="list_videos", parameters=[ListParamsSerializer],
-                   responses={200: VideoListSerializer, **OPENAI_ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="list_videos",
+        parameters=[ListParamsSerializer],
+        responses={200: VideoListSerializer, **OPENAI_ERRORS},
+    )
     def list(self, request):
         params = ListParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -377,13 +383,13 @@ class VideoViewSet(OpenAIViewSet):
             }
         )
 
-    @extend_schema(operation_id="retrieve_video",
-                   responses={200: VideoSerializer, **OPENAI_ERRORS})  # fmt: skip
+    @extend_schema(operation_id="retrieve_video", responses={200: VideoSerializer, **OPENAI_ERRORS})
     def retrieve(self, request, video_id=None):
         return Response(video_object(self._take(video_id), self._retention()))
 
-    @extend_schema(operation_id="delete_video",
-                   responses={200: VideoDeletedSerializer, **OPENAI_ERRORS})  # fmt: skip
+    @extend_schema(
+        operation_id="delete_video", responses={200: VideoDeletedSerializer, **OPENAI_ERRORS}
+    )
     def destroy(self, request, video_id=None):
         take = self._take(video_id)
         if take.status not in TERMINAL:

@@ -262,9 +262,16 @@ class ShotSerializer(serializers.ModelSerializer):
     class Meta:
         model = Shot
         fields = [
-            "id", "project", "title", "prompt", "negative_prompt", "has_reference_image",
-            "has_last_frame", "chosen_take", "created_at",
-        ]  # fmt: skip
+            "id",
+            "project",
+            "title",
+            "prompt",
+            "negative_prompt",
+            "has_reference_image",
+            "has_last_frame",
+            "chosen_take",
+            "created_at",
+        ]
 
     def get_has_reference_image(self, shot: Shot) -> bool:
         return bool(shot.reference_image)
@@ -288,9 +295,16 @@ class LotSerializer(serializers.ModelSerializer):
     class Meta:
         model = CreditLot
         fields = [
-            "id", "source", "amount", "remaining", "priority", "effective_at", "expires_at",
-            "expired_at", "created_at",
-        ]  # fmt: skip
+            "id",
+            "source",
+            "amount",
+            "remaining",
+            "priority",
+            "effective_at",
+            "expires_at",
+            "expired_at",
+            "created_at",
+        ]
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):
@@ -299,9 +313,16 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = LedgerEntry
         fields = [
-            "id", "kind", "amount", "held_delta", "balance_after", "lot", "hold", "reason",
+            "id",
+            "kind",
+            "amount",
+            "held_delta",
+            "balance_after",
+            "lot",
+            "hold",
+            "reason",
             "created_at",
-        ]  # fmt: skip
+        ]
 
 
 class UsageSerializer(serializers.Serializer):
@@ -334,9 +355,17 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookEndpoint
         fields = [
-            "id", "url", "description", "event_types", "is_active", "low_balance_threshold",
-            "secret", "disabled_at", "failing_since", "created_at",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "description",
+            "event_types",
+            "is_active",
+            "low_balance_threshold",
+            "secret",
+            "disabled_at",
+            "failing_since",
+            "created_at",
+        ]
         read_only_fields = ["id", "secret", "disabled_at", "failing_since", "created_at"]
 
     def validate_url(self, value: str) -> str:
@@ -365,7 +394,19 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookDelivery
         fields = [
-            "id", "endpoint", "message_id", "event_type", "payload", "status", "attempts",
-            "next_attempt_at", "last_attempt_at", "response_status", "response_body",
-            "response_ms", "error", "created_at", "attempt_log",
-        ]  # fmt: skip
+            "id",
+            "endpoint",
+            "message_id",
+            "event_type",
+            "payload",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_attempt_at",
+            "response_status",
+            "response_body",
+            "response_ms",
+            "error",
+            "created_at",
+            "attempt_log",
+        ]

@@ -4,13 +4,27 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from . import openai_compat as oa
-from . import v1
+from . import v1, views
 
 takes = v1.TakeViewSet
 hooks = v1.WebhookEndpointViewSet
 wallet = v1.WalletViewSet
 
 urlpatterns = [
+    # The settings page (keys, webhook endpoints, deliveries).
+    path("team/api/", views.api_settings, name="api_settings"),
+    path("team/api/keys/<int:key_id>/revoke/", views.revoke_key, name="api_key_revoke"),
+    path("team/api/webhooks/", views.add_endpoint, name="api_webhook_add"),
+    path(
+        "team/api/webhooks/<int:endpoint_id>/",
+        views.endpoint_detail,
+        name="api_webhook_endpoint",
+    ),
+    path(
+        "team/api/deliveries/<uuid:delivery_id>/redeliver/",
+        views.redeliver,
+        name="api_webhook_redeliver",
+    ),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/v1/docs/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/v1/models/", v1.ModelViewSet.as_view({"get": "list"}), name="api_models"),

@@ -103,30 +103,27 @@ def emit(workspace_id: int, event_type: str, data: dict) -> list[WebhookDelivery
     endpoints = WebhookEndpoint.objects.dangerously_unscoped().filter(
         workspace_id=workspace_id, is_active=True, disabled_at__isnull=True
     )
-    created = []
-    for endpoint in endpoints:
-        if event_type not in endpoint.event_types:
-            continue
-        message_id = f"msg_{uuid.uuid4().hex}"
-        payload = json.loads(
-            json.dumps(
-                {"type": event_type, "timestamp": timezone.now(), "data": data},
-                cls=DjangoJSONEncoder,
-            )
+    return [emit_to(e, event_type, data) for e in endpoints if event_type in e.event_types]
+
+
+def emit_to(endpoint: WebhookEndpoint, event_type: str, data: dict) -> WebhookDelivery:
+    """Record one event for one endpoint and enqueue its delivery on commit."""
+    payload = json.loads(
+        json.dumps(
+            {"type": event_type, "timestamp": timezone.now(), "data": data},
+            cls=DjangoJSONEncoder,
         )
-        created.append(
-            WebhookDelivery.objects.dangerously_unscoped().create(
-                endpoint=endpoint,
-                message_id=message_id,
-                event_type=event_type,
-                payload=payload,
-                next_attempt_at=timezone.now(),
-            )
-        )
-    ids = [str(d.pk) for d in created]
-    if ids:
-        transaction.on_commit(lambda: _enqueue(ids))
-    return created
+    )
+    delivery = WebhookDelivery.objects.dangerously_unscoped().create(
+        endpoint=endpoint,
+        message_id=f"msg_{uuid.uuid4().hex}",
+        event_type=event_type,
+        payload=payload,
+        next_attempt_at=timezone.now(),
+    )
+    delivery_id = str(delivery.pk)
+    transaction.on_commit(lambda: _enqueue([delivery_id]))
+    return delivery
 
 
 def _enqueue(ids: list[str], countdown: float = 0) -> None:
@@ -166,14 +163,15 @@ def _post(url: str, body: str, headers: dict) -> httpx.Response:
     parts = urlsplit(url)
     if parts.port:
         port_suffix = f":{parts.port}"
-    return httpx.post(
-        target,
-        content=body.encode(),
-        headers={**headers, "host": f"{host}{port_suffix}"},
-        timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-        follow_redirects=False,
-        extensions={"sni_hostname": host},
-    )
+    with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+        request = client.build_request(
+            "POST",
+            target,
+            content=body.encode(),
+            headers={**headers, "host": f"{host}{port_suffix}"},
+            extensions={"sni_hostname": host},
+        )
+        return client.send(request)
 
 
 def attempt(delivery_id: str, *, now: datetime | None = None) -> WebhookDelivery | None:

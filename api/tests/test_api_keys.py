@@ -125,8 +125,16 @@ def test_the_key_monthly_cap_is_enforced_when_credits_are_held(pro_acme, alice):
 
 def test_create_api_key_command_prints_the_key_once(pro_acme, alice, charlie):
     out, err = StringIO(), StringIO()
-    call_command("create_api_key", alice.email, "--workspace", str(pro_acme.pk), "--name", "cli",
-                 stdout=out, stderr=err)  # fmt: skip
+    call_command(
+        "create_api_key",
+        alice.email,
+        "--workspace",
+        str(pro_acme.pk),
+        "--name",
+        "cli",
+        stdout=out,
+        stderr=err,
+    )
     raw = out.getvalue().strip()
     assert raw.startswith("rtk_") and "shown once" in err.getvalue()
     wallet = bearer(raw).get("/api/v1/wallet/")
