@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
 from rest_framework import viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
 from .auth import ApiKeyAuthentication, SessionAuthentication, WorkspaceAccess
-from .errors import openai_exception_handler, v1_exception_handler
+from .errors import ApiError, openai_exception_handler, v1_exception_handler
 from .throttles import BurstRateThrottle, SustainedRateThrottle, rate_limit_headers
 
 
@@ -17,6 +19,12 @@ class NewestFirst(CursorPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound as exc:
+            raise ApiError(_("Invalid cursor."), "cursor") from exc
 
 
 class ApiViewSet(viewsets.GenericViewSet):

@@ -348,7 +348,7 @@ class VideoViewSet(OpenAIViewSet):
         parameters=[ListParamsSerializer],
         responses={200: VideoListSerializer, **OPENAI_ERRORS},
     )
-    def list(self, request):
+    def index(self, request):
         params = ListParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         p = params.validated_data
@@ -457,7 +457,7 @@ class ModelListViewSet(OpenAIViewSet):
     @extend_schema(
         operation_id="list_models", responses={200: ModelListSerializer, **OPENAI_ERRORS}
     )
-    def list(self, request):
+    def index(self, request):
         data = [
             {"id": slug, "object": "model", "created": 0, "owned_by": "retake"}
             for slug in VideoModel.objects.filter(is_active=True).values_list("slug", flat=True)

@@ -87,10 +87,10 @@ urlpatterns = [
         name="api_v1_webhook_redeliver",
     ),
     # OpenAI-compatible.
-    path("v1/models", oa.ModelListViewSet.as_view({"get": "list"}), name="openai_models"),
+    path("v1/models", oa.ModelListViewSet.as_view({"get": "index"}), name="openai_models"),
     path(
         "v1/videos",
-        oa.VideoViewSet.as_view({"get": "list", "post": "create"}),
+        oa.VideoViewSet.as_view({"get": "index", "post": "create"}),
         name="openai_videos",
     ),
     path(

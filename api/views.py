@@ -179,3 +179,20 @@ def redeliver(request: HttpRequest, delivery_id) -> HttpResponse:
     webhooks.redeliver(delivery)
     messages.success(request, _("Delivery queued again."))
     return redirect("api_webhook_endpoint", endpoint_id=delivery.endpoint_id)
+
+
+def not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    """404 for URLs nothing matches: the API's error shapes under /api/ and /v1/."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    from .errors import v1_error_body
+
+    message = _("Not found.")
+    if request.path.startswith("/api/"):
+        return JsonResponse(v1_error_body(message, None, {}, "not_found"), status=404)
+    if request.path.startswith("/v1/"):
+        body = {"error": {"message": message, "type": "not_found_error", "param": None,
+                          "code": "not_found"}}  # fmt: skip
+        return JsonResponse(body, status=404)
+    return page_not_found(request, exception)

@@ -20,3 +20,5 @@ urlpatterns = [
 
 if settings.STORAGE_BACKEND == "filesystem" and settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+handler404 = "api.views.not_found"
