@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/retake
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 # `far`: 23:58:30 Asia/Shanghai on a month's last day, about 13 months ahead (conftest.py).
 TEST_CLOCK ?= far
-CLOCK_PATHS ?= accounts billing generation workers
+CLOCK_PATHS ?= accounts billing generation workers api
 TEST_ENV = DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	CELERY_BROKER_URL= \
