@@ -23,6 +23,7 @@ from rest_framework.response import Response
 
 from billing import ledger, plans, pricing
 from billing.models import CreditLot, LedgerEntry, RateCard
+from billing.periods import billing_time_zone
 from generation.lifecycle import cancel_take
 from generation.models import Project, Shot, Take, VideoModel
 from generation.submission import TakeSpec, check_spec, finalize_take, submit_takes
@@ -358,7 +359,7 @@ class WalletViewSet(ApiViewSet):
     def usage(self, request):
         filters = UsageFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        zone = pricing.billing_time_zone()
+        zone = billing_time_zone()
         today = timezone.now().astimezone(zone).date()
         since = today - timedelta(days=filters.validated_data["days"] - 1)
         rows = (

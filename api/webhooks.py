@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
@@ -126,11 +127,12 @@ def emit_to(endpoint: WebhookEndpoint, event_type: str, data: dict) -> WebhookDe
     return delivery
 
 
-def _enqueue(ids: list[str], countdown: float = 0) -> None:
-    from .tasks import deliver_webhook
+DELIVER = "api.tasks.deliver_webhook"
 
+
+def _enqueue(ids: list[str], countdown: float = 0) -> None:
     for delivery_id in ids:
-        deliver_webhook.apply_async((delivery_id,), countdown=countdown)
+        current_app.send_task(DELIVER, args=(delivery_id,), countdown=countdown)
 
 
 def redeliver(delivery: WebhookDelivery) -> WebhookDelivery:
