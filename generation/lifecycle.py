@@ -335,6 +335,24 @@ def attach_upload(take_id: uuid.UUID | str, node_ids: list[int], name: str) -> b
         return True
 
 
+def attach_preview(take_id: uuid.UUID | str, node_ids: list[int], name: str) -> bool:
+    """A node sent a live preview of a take it runs, stored as `name`: keep it as the
+    take's latest (the previous one is deleted). False, and the file is deleted, if the
+    take is not live on one of `node_ids` any more."""
+    with transaction.atomic():
+        take = _lock(take_id)
+        if take is None or take.node_id not in node_ids or take.status not in IN_FLIGHT:
+            transaction.on_commit(lambda: default_storage.delete(name))
+            return False
+        old = take.live_preview
+        take.live_preview = name
+        take.live_preview_at = timezone.now()
+        take.save(update_fields=["live_preview", "live_preview_at"])
+        if old:
+            transaction.on_commit(lambda: default_storage.delete(old))
+        return True
+
+
 def succeed(take_id: uuid.UUID | str, info: Any, *, poster: str, preview: str, video: str):
     """Charge a finalizing take for the seconds it measured (`info`, a `MediaInfo`) and
     mark it succeeded; None if it was not finalizing any more (its files are deleted)."""

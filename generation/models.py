@@ -41,6 +41,18 @@ class VideoModel(models.Model):
     fps_options = models.JSONField(default=list, help_text=_("e.g. [16, 24]"))
     aspect_ratios = models.JSONField(default=list, help_text=_('e.g. ["16:9", "9:16", "1:1"]'))
     max_prompt_length = models.PositiveIntegerField(default=2000)
+    # The sizes the model can make (generation.submission.frame_size picks the nearest):
+    # width and height are multiples of size_multiple (Wan 16, LTX-Video and Wan 2.2 5B
+    # 32), and a native size with the asked short side and about the asked shape wins.
+    size_multiple = models.PositiveSmallIntegerField(
+        default=2,
+        help_text=_("Width and height are multiples of this (Wan 2.1: 16, LTX-Video: 32)."),
+    )
+    native_sizes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_('Sizes the model was trained at, e.g. ["832x480", "480x832"].'),
+    )
     draft_resolution = models.CharField(max_length=8, choices=Resolution.choices, default="480p")
     is_active = models.BooleanField(default=True)
 
@@ -49,6 +61,41 @@ class VideoModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        sizes = self.native_sizes if isinstance(self.native_sizes, list) else None
+        if sizes is None or any(parse_size(size) is None for size in sizes):
+            raise ValidationError(
+                {"native_sizes": _('A list of sizes written "WIDTHxHEIGHT", e.g. "832x480".')}
+            )
+        multiple = self.size_multiple or 1
+        odd = [size for size in sizes if any(side % multiple for side in parse_size(size))]
+        if odd:
+            raise ValidationError(
+                {
+                    "native_sizes": _("%(sizes)s: not multiples of %(n)d.")
+                    % {"sizes": ", ".join(odd), "n": multiple}
+                }
+            )
+
+    @property
+    def parsed_native_sizes(self) -> list[tuple[int, int]]:
+        parsed = (parse_size(size) for size in self.native_sizes or [])
+        return [size for size in parsed if size is not None]
+
+
+def parse_size(value: object) -> tuple[int, int] | None:
+    """(width, height) from "832x480", or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    width, sep, height = value.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        return None
+    if not 16 <= int(width) <= 8192 or not 16 <= int(height) <= 8192:
+        return None
+    return int(width), int(height)
 
 
 class NodeState(models.TextChoices):
@@ -297,6 +344,10 @@ class Take(WorkspaceOwned):
     output_original = models.CharField(max_length=300, blank=True)
     output_poster = models.CharField(max_length=300, blank=True)
     output_preview = models.CharField(max_length=300, blank=True)
+    # The node's latest live preview while the take renders (a small animated WebP of
+    # the current latents; storage name), and when it arrived.
+    live_preview = models.CharField(max_length=300, blank=True)
+    live_preview_at = models.DateTimeField(null=True, blank=True)
     measured_duration = models.FloatField(null=True, blank=True)
     measured_fps = models.FloatField(null=True, blank=True)
     measured_width = models.PositiveIntegerField(null=True, blank=True)

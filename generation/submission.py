@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import secrets
 import uuid
 import warnings
@@ -82,12 +83,43 @@ def inbox_for(workspace) -> Project:
         return Project.objects.for_workspace(workspace).get(is_inbox=True)
 
 
-def frame_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:
-    """Width and height in even pixels: the resolution names the short side."""
+# A native size is used when its shape is within this of the asked one (log of the ratio
+# of aspect ratios; 0.1 is about 10 %): 832x480 for 16:9 at 480p, but not for 1:1.
+NATIVE_SHAPE_TOLERANCE = 0.1
+
+
+def frame_size(
+    resolution: str, aspect_ratio: str, video_model: VideoModel | None = None
+) -> tuple[int, int]:
+    """The size a take will really be: the nearest the model accepts.
+
+    The resolution names the short side and the aspect ratio the long one (854x480 for
+    16:9 at 480p). A model's native size with that short side and about that shape wins
+    (Wan at 480p: 832x480); otherwise each side goes to the nearest multiple of the
+    model's size rule, ties going down (LTX-Video at 720p: 1280x704).
+    """
     short = RESOLUTION_SHORT_SIDE[resolution]
     a, b = (int(part) for part in aspect_ratio.split(":"))
     long = round(short * max(a, b) / min(a, b) / 2) * 2
-    return (long, short) if a >= b else (short, long)
+    width, height = (long, short) if a >= b else (short, long)
+    if video_model is None:
+        return width, height
+    shape = math.log(width / height)
+    natives = [
+        (abs(math.log(w / h) - shape), (w, h))
+        for w, h in video_model.parsed_native_sizes
+        if min(w, h) == short
+    ]
+    if natives:
+        distance, size = min(natives)
+        if distance <= NATIVE_SHAPE_TOLERANCE:
+            return size
+    multiple = max(2, video_model.size_multiple)
+    return _nearest_multiple(width, multiple), _nearest_multiple(height, multiple)
+
+
+def _nearest_multiple(value: int, multiple: int) -> int:
+    return max(multiple, math.ceil(value / multiple - 0.5) * multiple)
 
 
 def check_reference_image(upload, field: str = "image") -> tuple[bytes, str]:
@@ -341,7 +373,7 @@ def _create(
                     stored.append(name)
                     shot.last_frame_image = name
                     shot.save(update_fields=["last_frame_image"])
-            width, height = frame_size(spec.resolution, spec.aspect_ratio)
+            width, height = frame_size(spec.resolution, spec.aspect_ratio, video_model)
             deadline = None
             if spec.mode == pricing.Mode.OFF_PEAK:
                 deadline = now + timedelta(hours=settings.OFF_PEAK_DEADLINE_HOURS)

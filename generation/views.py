@@ -34,6 +34,7 @@ from .submission import (
     TakeSpec,
     check_spec,
     finalize_take,
+    frame_size,
     submit_takes,
 )
 
@@ -260,9 +261,11 @@ def studio_quote(request: HttpRequest) -> HttpResponse:
         context["problem"] = str(exc)
         return render(request, "generation/_quote.html", context)
     total = quote.total * spec.count
+    width, height = frame_size(spec.resolution, spec.aspect_ratio, video_model)
     context.update(
         quote=quote,
         spec=spec,
+        size=f"{width}×{height}",
         total=total,
         after=available - total,
         short=total > available,
@@ -290,9 +293,14 @@ def take_views(takes, positions: dict | None = None) -> list[dict]:
 def take_view(take: Take, queue_position: int | None = None) -> dict:
     """What a page shows of a take: status, progress, queue place, media links, cost."""
     done = take.status == TakeStatus.SUCCEEDED
+    in_flight = take.status not in TERMINAL
     return {
         "take": take,
-        "in_flight": take.status not in TERMINAL,
+        "in_flight": in_flight,
+        # The node's latest look at the draw while it renders (diffusers nodes send them).
+        "live_preview": (
+            signed_media_url(take.live_preview) if in_flight and take.live_preview else ""
+        ),
         "queue_position": queue_position,
         "poster": signed_media_url(take.output_poster) if done and take.output_poster else "",
         "preview": signed_media_url(take.output_preview) if done and take.output_preview else "",

@@ -15,6 +15,7 @@ import uuid
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.text import get_valid_filename
@@ -29,6 +30,9 @@ from .credentials import CredentialError
 from .dispatch import target_of
 
 CHUNK = 1024 * 1024
+# Live previews (`<take>.preview.webp`, from diffusers nodes) are a few KB of WebP.
+PREVIEW_SUFFIX = ".preview.webp"
+PREVIEW_MAX_BYTES = 512 * 1024
 
 
 @csrf_exempt
@@ -78,6 +82,8 @@ def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
     )
     if not node_ids or not live.exists():
         return JsonResponse({"detail": "not found"}, status=404)
+    if filename.endswith(PREVIEW_SUFFIX):
+        return _ingest_preview(request, take_uuid, node_ids)
     with tempfile.SpooledTemporaryFile(max_size=8 * CHUNK) as spool:
         size = 0
         while chunk := request.read(CHUNK):
@@ -93,3 +99,18 @@ def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
     response = HttpResponse(status=201)
     response["Location"] = f"{settings.PUBLIC_BASE_URL}/ingested/{take_id}/{filename}"
     return response
+
+
+def _ingest_preview(request: HttpRequest, take_id: uuid.UUID, node_ids: list[int]) -> HttpResponse:
+    """Keep a node's live preview of a take it runs as the take's latest."""
+    body = request.read(PREVIEW_MAX_BYTES + 1)
+    if len(body) > PREVIEW_MAX_BYTES:
+        return JsonResponse({"detail": "preview too large"}, status=413)
+    if not body.startswith(b"RIFF") or body[8:12] != b"WEBP":
+        return JsonResponse({"detail": "a preview is a WebP image"}, status=415)
+    name = default_storage.save(
+        f"takes/{take_id}/live-{uuid.uuid4().hex[:8]}.webp", ContentFile(body)
+    )
+    if not lifecycle.attach_preview(take_id, node_ids, name):
+        return JsonResponse({"detail": "not found"}, status=404)
+    return HttpResponse(status=204)
