@@ -24,21 +24,19 @@ def model(**fields) -> VideoModel:
     return VideoModel(slug="m", name="M", family="F", **fields)
 
 
+WAN = {"size_multiple": 16, "native_sizes": ["832x480", "480x832"]}
+
+
 @pytest.mark.parametrize(
     ("fields", "resolution", "aspect", "size"),
     [
         # No rule beyond H.264's even sides: the shape the creator asked for.
         ({}, "480p", "16:9", (854, 480)),
         # Wan 2.1: its native 832x480 (and the portrait one), multiples of 16 otherwise.
-        ({"size_multiple": 16, "native_sizes": ["832x480", "480x832"]}, "480p", "16:9", (832, 480)),
-        ({"size_multiple": 16, "native_sizes": ["832x480", "480x832"]}, "480p", "9:16", (480, 832)),
-        ({"size_multiple": 16, "native_sizes": ["832x480", "480x832"]}, "480p", "1:1", (480, 480)),
-        (
-            {"size_multiple": 16, "native_sizes": ["832x480", "480x832"]},
-            "720p",
-            "16:9",
-            (1280, 720),
-        ),
+        (WAN, "480p", "16:9", (832, 480)),
+        (WAN, "480p", "9:16", (480, 832)),
+        (WAN, "480p", "1:1", (480, 480)),
+        (WAN, "720p", "16:9", (1280, 720)),
         # LTX-Video: multiples of 32, ties rounding down (720 -> 704, not 736).
         ({"size_multiple": 32}, "480p", "16:9", (864, 480)),
         ({"size_multiple": 32}, "720p", "16:9", (1280, 704)),

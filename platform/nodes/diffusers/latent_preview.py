@@ -34,9 +34,8 @@ class LatentProjection:
         vae = pipe.vae
         levels = (0.0, 0.5, 1.0)
         colours = torch.tensor(list(itertools.product(levels, repeat=3)), dtype=torch.float32)
-        factor = (
-            getattr(pipe, "vae_scale_factor_spatial", None) or pipe.vae_spatial_compression_ratio
-        )
+        factor = getattr(pipe, "vae_scale_factor_spatial", None)
+        factor = factor or pipe.vae_spatial_compression_ratio
         side = int(factor) * 2
         param = next(vae.parameters())
         pixels = colours[:, :, None, None, None].expand(-1, -1, 1, side, side) * 2 - 1
@@ -55,9 +54,8 @@ class LatentProjection:
         """(C, F, H, W) latents -> (n, h, w, 3) uint8, a few frames spread over the clip."""
         latents = latents.detach().float().cpu()
         count = latents.shape[1]
-        picks = sorted(
-            {round(i * (count - 1) / max(1, PREVIEW_FRAMES - 1)) for i in range(PREVIEW_FRAMES)}
-        )
+        last = max(1, PREVIEW_FRAMES - 1)
+        picks = sorted({round(i * (count - 1) / last) for i in range(PREVIEW_FRAMES)})
         chosen = latents[:, picks]  # (C, n, H, W)
         rgb = torch.einsum("cnhw,cr->nhwr", chosen, self.weight) + self.bias
         return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()

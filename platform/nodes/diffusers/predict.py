@@ -332,9 +332,7 @@ def apply_gpu_options(model: video_models.Loaded) -> None:
         threshold = float(os.environ.get("RETAKE_NODE_CACHE_THRESHOLD", "0.05"))
         transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     elif cache:
-        raise ValueError(
-            f"RETAKE_NODE_CACHE={cache!r}: use 'fbc' (First Block Cache) or leave it empty"
-        )
+        raise ValueError(f"RETAKE_NODE_CACHE={cache!r}: use 'fbc' (First Block Cache) or nothing")
     if offload == "model":
         for pipe in model.pipes.values():
             pipe.enable_model_cpu_offload(device=model.device)

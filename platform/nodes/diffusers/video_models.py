@@ -361,11 +361,8 @@ def random_weights(spec: ModelSpec, dtype: torch.dtype, device: torch.device) ->
 def _pipeline_classes(spec: ModelSpec) -> dict[str, str]:
     if spec.family == "ltx":
         return {"t2v": "LTXPipeline", "i2v": "LTXImageToVideoPipeline"}
-    return {
-        "t2v": "WanPipeline",
-        "i2v": "WanImageToVideoPipeline",
-        "flf": "WanImageToVideoPipeline",
-    }
+    i2v = "WanImageToVideoPipeline"
+    return {"t2v": "WanPipeline", "i2v": i2v, "flf": i2v}
 
 
 def pipelines_from(spec: ModelSpec, components: dict[str, Any]) -> dict[str, Any]:
