@@ -64,7 +64,10 @@ def _assert_command_exists(argv: list[str], workdir: Path) -> None:
 
 
 def _workdir(svc: dict) -> Path:
-    if "node" in svc["build"]["dockerfile"]:
+    dockerfile = svc["build"]["dockerfile"]
+    if dockerfile.startswith("platform/nodes/"):
+        return ROOT / Path(dockerfile).parent  # a node with its own image (diffusers)
+    if "node" in dockerfile:
         return ROOT / "platform" / "nodes" / "reference"
     return ROOT
 
@@ -95,3 +98,17 @@ def test_stack_has_the_production_services_with_health_checks_and_volumes():
         assert "healthcheck" in SERVICES[name], f"{name} has no health check"
     assert {"pgdata", "redisdata", "miniodata"} <= set(COMPOSE["volumes"])
     assert SERVICES["web"]["environment"]["STORAGE_BACKEND"] == "s3"
+
+
+def test_gpu_profile_runs_a_diffusers_node_on_an_nvidia_gpu_and_registers_it():
+    node = SERVICES["diffusers-node"]
+    assert node["profiles"] == ["gpu"]
+    assert "nvidia/cuda" in (ROOT / node["build"]["dockerfile"]).read_text()
+    [device] = node["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert node["environment"]["RETAKE_NODE_MODEL"].startswith("${GPU_NODE_MODEL")
+    assert "healthcheck" in node
+    register = _argv(SERVICES["register-gpu-node"]["command"])
+    assert register[:3] == ["python", "manage.py", "register_node"]
+    assert register[3] == "gpu1=http://diffusers-node:5000" and "--model" in register
+    assert SERVICES["register-gpu-node"]["profiles"] == ["gpu"]

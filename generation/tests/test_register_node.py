@@ -25,3 +25,20 @@ def test_register_node_refuses_malformed_specs_and_changes_nothing(spec):
     with pytest.raises(CommandError):
         call_command("register_node", spec)
     assert not Node.objects.exists()
+
+
+def test_register_node_with_a_model_routes_only_that_model_to_its_own_pool():
+    seed_catalog()
+    call_command(
+        "register_node", "gpu1=http://gpu1:5000", "--pool", "gpu", "--model", "wan2.1-t2v-1.3b"
+    )
+    gpu = Node.objects.get(name="gpu1")
+    assert gpu.pool.slug == "gpu"
+    assert [m.slug for m in gpu.served_models.all()] == ["wan2.1-t2v-1.3b"]
+
+
+def test_register_node_refuses_an_unknown_model_and_changes_nothing():
+    seed_catalog()
+    with pytest.raises(CommandError, match="no such model in the catalog: sora"):
+        call_command("register_node", "gpu1=http://gpu1:5000", "--pool", "gpu", "--model", "sora")
+    assert not Node.objects.filter(name="gpu1").exists()

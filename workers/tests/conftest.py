@@ -153,36 +153,50 @@ def catcher() -> Iterator[Catcher]:
 
 
 def start_node(
-    *, upload_url: str | None = None, max_concurrency: int = 1
+    *,
+    upload_url: str | None = None,
+    max_concurrency: int = 1,
+    node_dir: Path = NODE_DIR,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> tuple[str, subprocess.Popen]:
-    """Start the reference node exactly as runstack does and wait until it is READY."""
+    """Start a node exactly as runstack does (the reference one unless told otherwise) and
+    wait until it is READY (`wait=False`: return at once, then call `wait_started`)."""
     port = free_port()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
+    bin_dir = str(Path(python).parent)
+    environ = {
         **os.environ,
         "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
         "COG_MAX_CONCURRENCY": str(max_concurrency),
         "COG_LOG_LEVEL": "WARNING",
         "PORT": str(port),
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        **(env or {}),
     }
-    argv = [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"]
+    argv = [python, "-m", "cog.server.http", "--host", "127.0.0.1"]
     if upload_url:
         argv += ["--upload-url", upload_url]
-    proc = subprocess.Popen(argv, cwd=NODE_DIR, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, cwd=node_dir, env=environ, stdout=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    if wait:
+        wait_started(base_url, proc)
+    return base_url, proc
+
+
+def wait_started(base_url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"reference node exited with {proc.returncode}")
+            raise RuntimeError(f"node {base_url} exited with {proc.returncode}")
         try:
             if httpx.get(f"{base_url}/health-check", timeout=1).json()["status"] == "READY":
-                return base_url, proc
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("reference node did not become READY in 30 s")
+    raise RuntimeError(f"node {base_url} did not become READY in {timeout:.0f} s")
 
 
 def stop_node(proc: subprocess.Popen) -> None:

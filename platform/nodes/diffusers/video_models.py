@@ -9,7 +9,6 @@ to end on a CPU with nothing downloaded.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-CONFIGS = HERE / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,8 @@ class ModelSpec:
     default_steps: int
     default_guidance: float
     native_sizes: tuple[tuple[int, int], ...] = ()
-    # Passed to the i2v pipeline's constructor (Wan 2.2 TI2V conditions by timestep).
-    i2v_options: dict[str, Any] = field(default_factory=dict)
+    # Passed to the pipelines' constructors (Wan 2.2 TI2V conditions by timestep).
+    pipeline_options: dict[str, Any] = field(default_factory=dict)
 
     def frames_for(self, seconds: float, fps: int) -> tuple[int, int]:
         """(frames to deliver, frames to generate): the model's rule rounds up, we trim."""
@@ -94,7 +92,7 @@ SPECS: dict[str, ModelSpec] = {
             default_steps=50,
             default_guidance=5.0,
             native_sizes=((1280, 704), (704, 1280)),
-            i2v_options={"expand_timesteps": True},
+            pipeline_options={"expand_timesteps": True},
         ),
         ModelSpec(
             slug="ltx-video",
@@ -111,6 +109,10 @@ SPECS: dict[str, ModelSpec] = {
         ),
     )
 }
+
+
+# The demo catalog's name for LTX-Video.
+SPECS["ltx-video-2b"] = SPECS["ltx-video"]
 
 
 def spec_for(slug: str) -> ModelSpec:
@@ -209,7 +211,7 @@ def _build_tiny(spec: ModelSpec) -> dict[str, Any]:
             num_attention_heads=4,
             attention_head_dim=8,
             cross_attention_dim=32,
-            num_layers=1,
+            num_layers=2,  # First Block Cache needs a first block and the rest
             caption_channels=TINY_TEXT_DIM,
         )
         torch.manual_seed(0)
@@ -284,7 +286,7 @@ def _build_tiny(spec: ModelSpec) -> dict[str, Any]:
         num_layers=2,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
+        rope_max_seq_len=1024,  # room for 480p and 720p latents
         image_dim=4 if channels[0] == 36 else None,
         # First+last frame: both frames' CLIP tokens side by side, with learnt positions.
         pos_embed_seq_len=2 * TINY_CLIP_TOKENS if "flf" in spec.modes else None,
@@ -334,7 +336,7 @@ def _load_real(spec: ModelSpec, dtype: torch.dtype) -> Any:
     import diffusers
 
     source = os.environ.get("MODEL_PATH") or spec.repo_id
-    first = _pipeline_classes(spec)[spec.modes[0]]
+    first = pipeline_classes(spec)[spec.modes[0]]
     options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
     if spec.family == "wan":
         # Wan's VAE decodes noticeably better in float32; it is small next to the transformer.
@@ -344,21 +346,7 @@ def _load_real(spec: ModelSpec, dtype: torch.dtype) -> Any:
     return getattr(diffusers, first).from_pretrained(source, **options)
 
 
-def random_weights(spec: ModelSpec, dtype: torch.dtype, device: torch.device) -> Any:
-    """The real-size pipeline with random weights, from the configs in configs/ (bench.py)."""
-    import diffusers
-
-    config = json.loads((CONFIGS / f"{spec.slug}.json").read_text())
-    transformer_cls = getattr(diffusers, config["transformer_class"])
-    vae_cls = getattr(diffusers, config["vae_class"])
-    with torch.device(device):
-        transformer = transformer_cls.from_config(config["transformer"]).to(dtype)
-        vae = vae_cls.from_config(config["vae"]).to(torch.float32)
-    scheduler = getattr(diffusers, config["scheduler_class"]).from_config(config["scheduler"])
-    return transformer, vae, scheduler, config
-
-
-def _pipeline_classes(spec: ModelSpec) -> dict[str, str]:
+def pipeline_classes(spec: ModelSpec) -> dict[str, str]:
     if spec.family == "ltx":
         return {"t2v": "LTXPipeline", "i2v": "LTXImageToVideoPipeline"}
     i2v = "WanImageToVideoPipeline"
@@ -369,7 +357,7 @@ def pipelines_from(spec: ModelSpec, components: dict[str, Any]) -> dict[str, Any
     """One pipeline per mode over the same components (no weights copied)."""
     import diffusers
 
-    classes = _pipeline_classes(spec)
+    classes = pipeline_classes(spec)
     pipes: dict[str, Any] = {}
     for mode in spec.modes:
         name = classes[mode]
@@ -379,8 +367,7 @@ def pipelines_from(spec: ModelSpec, components: dict[str, Any]) -> dict[str, Any
         cls = getattr(diffusers, name)
         accepted = set(cls._get_signature_keys(cls)[0]) | set(cls._get_signature_keys(cls)[1])
         parts = {k: v for k, v in components.items() if k in accepted}
-        if key == "i2v":
-            parts.update({k: v for k, v in spec.i2v_options.items() if k in accepted})
+        parts.update({k: v for k, v in spec.pipeline_options.items() if k in accepted})
         pipes[key] = cls(**parts)
     return pipes
 
