@@ -23,6 +23,7 @@ import time
 import urllib.request
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import Any
 
@@ -96,12 +97,36 @@ def encode_mp4(path: str, frames: np.ndarray, fps: int) -> None:
         stream.codec_context.time_base = Fraction(1, fps)
         stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
         for index, pixels in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            frame = yuv420p_frame(pixels)
             frame.pts = index
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """(h, w, 3) uint8 RGB -> a yuv420p frame (BT.601, limited range), every byte set.
+
+    Converted here rather than by swscale, and written into planes whose row padding is
+    zeroed: x264 reads a little past each row, and PyAV leaves that padding as whatever
+    the allocator had, which made the same frames encode to different files now and then.
+    """
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    y = 16 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    u = 128 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    v = 128 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    height, width = y.shape
+
+    def half(plane: np.ndarray) -> np.ndarray:
+        return plane.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, values in zip(frame.planes, (y, half(u), half(v)), strict=True):
+        padded = np.zeros((plane.height, plane.line_size), dtype=np.uint8)
+        padded[:, : plane.width] = np.clip(np.rint(values), 0, 255)
+        plane.update(padded)
+    return frame
 
 
 class PreviewSender:
@@ -139,11 +164,19 @@ class Predictor(BasePredictor):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.out_dir = tempfile.mkdtemp(prefix="retake-diffusers-")
         self.device = _device()
+        if self.device.type == "cpu":
+            # oneDNN picks kernels by memory alignment, so on a CPU the same take could
+            # come out a little different from one run to the next; plain ATen kernels don't.
+            torch.backends.mkldnn.enabled = False
         tiny = _flag("RETAKE_NODE_TINY")
         # Toy models on a shared CPU run fastest on one thread; GPUs ignore this.
-        threads = int(os.environ.get("RETAKE_NODE_THREADS") or (1 if tiny else 0))
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = int(os.environ.get("RETAKE_NODE_THREADS") or (1 if tiny else 0))
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        # Every take runs on this one thread with the same torch thread settings: CPU
+        # kernels pick their blocking by thread count, so a take's numbers (and its frames)
+        # would otherwise depend on which pool thread ran it.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoise")
         # The tiny text encoders need no 512-token prompts.
         self.max_sequence_length = TINY_MAX_SEQUENCE_LENGTH if tiny else None
         dtype = torch.float32 if tiny else _dtype(self.device)
@@ -234,9 +267,7 @@ class Predictor(BasePredictor):
         def emit(line: str) -> None:
             loop.call_soon_threadsafe(_emit, line)
 
-        work = asyncio.ensure_future(
-            asyncio.to_thread(self._generate, out, job, mode, cancel, emit)
-        )
+        work = loop.run_in_executor(self.executor, self._generate, out, job, mode, cancel, emit)
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -253,6 +284,8 @@ class Predictor(BasePredictor):
         steps = job["steps"]
         pipe = self.model.pipes["t2v" if mode == "t2v" else "i2v"]
         prediction_id = job["prediction_id"]
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
         def on_step(pipeline: Any, index: int, timestep: Any, tensors: dict) -> dict:
             if cancel.is_set():
@@ -293,11 +326,6 @@ class Predictor(BasePredictor):
             arguments["image"] = _load_image(job["image"], job["width"], job["height"])
         if job["last_frame"]:
             arguments["last_image"] = _load_image(job["last_frame"], job["width"], job["height"])
-        elif job["image"] and getattr(pipe.transformer.config, "pos_embed_seq_len", None):
-            # A first+last frame model (Wan FLF2V) reads two frames' CLIP tokens; from a
-            # first frame alone it gets that frame twice, and only the first is pinned.
-            first = arguments["image"]
-            arguments["image_embeds"] = pipe.encode_image([first, first], self.model.device)
         partial = out + ".part"
         try:
             with self.gpu, torch.inference_mode():

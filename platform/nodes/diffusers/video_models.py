@@ -353,6 +353,25 @@ def pipeline_classes(spec: ModelSpec) -> dict[str, str]:
     return {"t2v": "WanPipeline", "i2v": i2v, "flf": i2v}
 
 
+def first_last_frame_pipeline():
+    """WanImageToVideoPipeline for first+last frame (FLF2V) weights, also given one frame.
+
+    FLF2V's transformer reads the CLIP tokens of two frames side by side; diffusers encodes
+    only one when no last frame is given (and refuses image embeddings beside an image),
+    so a lone first frame is encoded twice here. Only the first frame is pinned in latent
+    space; the model is free to end where the prompt takes it.
+    """
+    from diffusers import WanImageToVideoPipeline
+
+    class FirstLastFramePipeline(WanImageToVideoPipeline):
+        def encode_image(self, image, device=None):
+            if not isinstance(image, list):
+                image = [image, image]
+            return super().encode_image(image, device)
+
+    return FirstLastFramePipeline
+
+
 def pipelines_from(spec: ModelSpec, components: dict[str, Any]) -> dict[str, Any]:
     """One pipeline per mode over the same components (no weights copied)."""
     import diffusers
@@ -365,6 +384,8 @@ def pipelines_from(spec: ModelSpec, components: dict[str, Any]) -> dict[str, Any
         if key in pipes:
             continue
         cls = getattr(diffusers, name)
+        if mode == "flf" or (key == "i2v" and "flf" in spec.modes):
+            cls = first_last_frame_pipeline()
         accepted = set(cls._get_signature_keys(cls)[0]) | set(cls._get_signature_keys(cls)[1])
         parts = {k: v for k, v in components.items() if k in accepted}
         parts.update({k: v for k, v in spec.pipeline_options.items() if k in accepted})
