@@ -46,7 +46,7 @@ def test_take_on_a_diffusers_node_shows_live_previews_then_is_stored_probed_and_
     settings.PUBLIC_BASE_URL = live_server.url
     node = setup_catalog(base_url=wan_node)
     # Enough steps that the studio sees the draw develop; a preview after every step.
-    node.extra_input = {"steps": 12}
+    node.extra_input = {"steps": 8}
     node.save(update_fields=["extra_input"])
     fund(acme, 100)
     workers.start()

@@ -14,6 +14,7 @@ slot is free again.
 """
 
 import asyncio
+import contextvars
 import os
 import shutil
 import sys
@@ -95,7 +96,14 @@ def encode_mp4(path: str, frames: np.ndarray, fps: int) -> None:
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        # One thread, and x264's C mbtree (its SIMD one differs from run to run): the same
+        # frames always give the same bytes (as the reference node does).
+        stream.options = {
+            "crf": "18",
+            "preset": "veryfast",
+            "threads": "1",
+            "x264-params": "cpu-independent=1",
+        }
         for index, pixels in enumerate(frames):
             frame = yuv420p_frame(pixels)
             frame.pts = index
@@ -267,7 +275,11 @@ class Predictor(BasePredictor):
         def emit(line: str) -> None:
             loop.call_soon_threadsafe(_emit, line)
 
-        work = loop.run_in_executor(self.executor, self._generate, out, job, mode, cancel, emit)
+        # The prediction's context (cog's log scope) goes along, as asyncio.to_thread does.
+        context = contextvars.copy_context()
+        work = loop.run_in_executor(
+            self.executor, context.run, self._generate, out, job, mode, cancel, emit
+        )
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:
