@@ -24,6 +24,7 @@ class ProviderKind(models.TextChoices):
     FAL = "fal", "fal"
     KLING = "kling", "Kling"
     RUNWAY = "runway", "Runway"
+    COMFYUI = "comfyui", "ComfyUI"
 
 
 class Provider(models.Model):

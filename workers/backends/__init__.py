@@ -1,6 +1,6 @@
-"""Backends run takes somewhere else: GPU nodes (`cog`) or upstream providers (`replicate`,
-`fal`, `kling`, `runway`), all behind the interface in `base`. `backend_for(target)` gives
-the client for a `Node` or a `Provider` row."""
+"""Backends run takes somewhere else: GPU nodes (`cog`), upstream providers (`replicate`,
+`fal`, `kling`, `runway`) or ComfyUI servers (`comfyui`), all behind the interface in
+`base`. `backend_for(target)` gives the client for a `Node` or a `Provider` row."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .base import (
     WebhookRejected,
 )
 from .cog import CogBackend
+from .comfyui import ComfyUIBackend
 from .fal import FalBackend
 from .kling import KlingBackend
 from .replicate import ReplicateBackend
@@ -25,7 +26,14 @@ from .runway import RunwayBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     backend.kind: backend
-    for backend in (CogBackend, ReplicateBackend, FalBackend, KlingBackend, RunwayBackend)
+    for backend in (
+        CogBackend,
+        ReplicateBackend,
+        FalBackend,
+        KlingBackend,
+        RunwayBackend,
+        ComfyUIBackend,
+    )
 }
 
 
