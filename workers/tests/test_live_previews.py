@@ -91,7 +91,7 @@ def test_a_preview_that_is_not_a_small_webp_is_refused_and_changes_nothing(runni
     take, _, _ = running
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, "PNG")
-    assert put_preview(client, take.pk, png.getvalue()).status_code == 404
+    assert put_preview(client, take.pk, png.getvalue()).status_code == 415
     huge = b"RIFF\x00\x00\x00\x00WEBP" + b"\x00" * (600 * 1024)
     assert put_preview(client, take.pk, huge).status_code == 413
     assert Take.objects.get(pk=take.pk).live_preview == ""
