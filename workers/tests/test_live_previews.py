@@ -53,12 +53,13 @@ def put_preview(client, take_id, body: bytes, token: str = NODE_TOKEN):
 
 
 def test_latest_preview_is_kept_and_shown_on_the_take_card_while_it_renders(
-    running, client, charlie
+    running, client, charlie, django_capture_on_commit_callbacks
 ):
     take, _, studio = running
     assert put_preview(client, take.pk, webp((200, 40, 40))).status_code == 204
     first = Take.objects.get(pk=take.pk).live_preview
-    assert put_preview(client, take.pk, webp((40, 200, 40))).status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):
+        assert put_preview(client, take.pk, webp((40, 200, 40))).status_code == 204
     take.refresh_from_db()
     assert take.live_preview != first and take.live_preview_at is not None
     assert not default_storage.exists(first)  # only the latest is kept
