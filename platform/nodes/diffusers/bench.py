@@ -131,7 +131,7 @@ def call_arguments(
             arguments["image_embeds"] = torch.randn(
                 config["image_embeds"], device=device, dtype=dtype
             )
-    if config["pipeline_class"] in ("WanImageToVideoPipeline", "LTXImageToVideoPipeline"):
+    if config["pipeline_class"].endswith("ImageToVideoPipeline") or "flf" in spec.modes:
         from PIL import Image
 
         arguments["image"] = Image.new("RGB", (width, height), (128, 128, 128))
