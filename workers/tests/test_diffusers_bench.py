@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from .diffusers_node import DIFFUSERS_DIR, MODELS, node_python
+
+# Starts diffusers nodes (processes outside pytest): --clock can't move their clocks.
+pytestmark = pytest.mark.live
 
 
 def test_bench_runs_every_model_on_the_tiny_pipelines_and_ends_with_one_json_line(tmp_path):

@@ -24,6 +24,9 @@ from PIL import Image
 from .conftest import Catcher, stop_node
 from .diffusers_node import MODELS, start_diffusers_nodes
 
+# Starts diffusers nodes (processes outside pytest): --clock can't move their clocks.
+pytestmark = pytest.mark.live
+
 SIZE_RULE = {"wan2.1-t2v-1.3b": 16, "wan2.1-i2v-14b": 16, "wan2.2-ti2v-5b": 32, "ltx-video": 32}
 FIRST_FRAME_ONLY = {"wan2.1-i2v-14b"}  # needs an image: it is an image-to-video model
 TAKES_IMAGES = {"wan2.1-i2v-14b", "wan2.2-ti2v-5b", "ltx-video"}
