@@ -216,7 +216,7 @@ def _sizes(model: VideoModel) -> dict[str, tuple[str, str]]:
     sizes = {}
     for resolution in model.resolutions:
         for aspect in model.aspect_ratios or ["16:9"]:
-            width, height = frame_size(resolution, aspect)
+            width, height = frame_size(resolution, aspect, model)
             sizes.setdefault(f"{width}x{height}", (resolution, aspect))
     return sizes
 

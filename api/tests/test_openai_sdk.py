@@ -54,23 +54,23 @@ def test_the_openai_sdk_creates_polls_downloads_lists_and_deletes(sdk, live_serv
         model="wan2.1-t2v-1.3b",
         prompt="a paper boat on a rainy street",
         seconds="2",
-        size="854x480",
+        size="832x480",  # Wan 2.1's 480p 16:9 (the catalog's size rule)
     )
     assert video.object == "video" and video.status == "queued" and video.id.startswith("video_")
     assert video.model_extra["price_credits"] > 0 and video.model_extra["charged_credits"] == 0
 
     done = wait_done(sdk, video.id)
     assert done.status == "completed", done.error
-    assert done.progress == 100 and done.seconds == "2" and done.size == "854x480"
+    assert done.progress == 100 and done.seconds == "2" and done.size == "832x480"
     assert 0 < done.model_extra["charged_credits"] <= done.model_extra["price_credits"]
 
     content = sdk.videos.download_content(video.id)
     info = media.probe(io.BytesIO(content.read()))
-    assert info.codec == "h264" and (info.width, info.height) == (854, 480)
+    assert info.codec == "h264" and (info.width, info.height) == (832, 480)
     assert abs(info.duration_seconds - 2) < 0.1
 
     thumbnail = sdk.videos.download_content(video.id, variant="thumbnail").read()
-    assert Image.open(io.BytesIO(thumbnail)).size == (854, 480)
+    assert Image.open(io.BytesIO(thumbnail)).size == (832, 480)
     sheet = Image.open(
         io.BytesIO(sdk.videos.download_content(video.id, variant="spritesheet").read())
     )
@@ -114,7 +114,7 @@ def test_bad_input_raises_the_sdks_bad_request_error(sdk):
 
     with pytest.raises(openai.BadRequestError) as bad_size:
         sdk.videos.create(model="wan2.1-t2v-1.3b", prompt="x", size="1280x720x")
-    assert "854x480" in bad_size.value.message and bad_size.value.body["param"] == "size"
+    assert "832x480" in bad_size.value.message and bad_size.value.body["param"] == "size"
 
     with pytest.raises(openai.BadRequestError) as bad_seconds:
         sdk.videos.create(model="wan2.1-t2v-1.3b", prompt="x", seconds="12")
