@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 
 from accounts.api_keys import create_api_key
+from generation.models import VideoModel
+from generation.submission import frame_size
 from generation.tests.helpers import fund, png_bytes, subscribe
 from workers import media
 
@@ -46,7 +48,13 @@ def wait_done(sdk: openai.OpenAI, video_id: str, timeout: float = 120):
     raise AssertionError(f"{video_id} still {video.status}")
 
 
+def size_of(slug: str, resolution: str, aspect: str) -> tuple[int, int]:
+    """The size a take of this model really gets (the model's nearest accepted size)."""
+    return frame_size(resolution, aspect, VideoModel.objects.get(slug=slug))
+
+
 def test_the_openai_sdk_creates_polls_downloads_lists_and_deletes(sdk, live_server, acme):
+    width, height = size_of("wan2.1-t2v-1.3b", "480p", "16:9")
     models = [m.id for m in sdk.models.list()]
     assert "wan2.1-t2v-1.3b" in models
 
@@ -54,23 +62,23 @@ def test_the_openai_sdk_creates_polls_downloads_lists_and_deletes(sdk, live_serv
         model="wan2.1-t2v-1.3b",
         prompt="a paper boat on a rainy street",
         seconds="2",
-        size="832x480",  # Wan 2.1's 480p 16:9 (the catalog's size rule)
+        size=f"{width}x{height}",
     )
     assert video.object == "video" and video.status == "queued" and video.id.startswith("video_")
     assert video.model_extra["price_credits"] > 0 and video.model_extra["charged_credits"] == 0
 
     done = wait_done(sdk, video.id)
     assert done.status == "completed", done.error
-    assert done.progress == 100 and done.seconds == "2" and done.size == "832x480"
+    assert done.progress == 100 and done.seconds == "2" and done.size == f"{width}x{height}"
     assert 0 < done.model_extra["charged_credits"] <= done.model_extra["price_credits"]
 
     content = sdk.videos.download_content(video.id)
     info = media.probe(io.BytesIO(content.read()))
-    assert info.codec == "h264" and (info.width, info.height) == (832, 480)
+    assert info.codec == "h264" and (info.width, info.height) == (width, height)
     assert abs(info.duration_seconds - 2) < 0.1
 
     thumbnail = sdk.videos.download_content(video.id, variant="thumbnail").read()
-    assert Image.open(io.BytesIO(thumbnail)).size == (832, 480)
+    assert Image.open(io.BytesIO(thumbnail)).size == (width, height)
     sheet = Image.open(
         io.BytesIO(sdk.videos.download_content(video.id, variant="spritesheet").read())
     )
@@ -92,17 +100,18 @@ def test_the_openai_sdk_creates_polls_downloads_lists_and_deletes(sdk, live_serv
 
 
 def test_input_reference_makes_an_image_to_video_take(sdk):
+    width, height = size_of("wan2.1-i2v-14b", "480p", "1:1")
     video = sdk.videos.create(
         model="wan2.1-i2v-14b",
         prompt="the red square starts to spin",
         seconds=1,
-        size="480x480",
+        size=f"{width}x{height}",
         input_reference=("ref.png", png_bytes(64, 64), "image/png"),
     )
     done = wait_done(sdk, video.id)
     assert done.status == "completed", done.error
     info = media.probe(io.BytesIO(sdk.videos.download_content(video.id).read()))
-    assert (info.width, info.height) == (480, 480) and info.codec == "h264"
+    assert (info.width, info.height) == (width, height) and info.codec == "h264"
 
 
 def test_bad_input_raises_the_sdks_bad_request_error(sdk):
@@ -114,7 +123,8 @@ def test_bad_input_raises_the_sdks_bad_request_error(sdk):
 
     with pytest.raises(openai.BadRequestError) as bad_size:
         sdk.videos.create(model="wan2.1-t2v-1.3b", prompt="x", size="1280x720x")
-    assert "832x480" in bad_size.value.message and bad_size.value.body["param"] == "size"
+    width, height = size_of("wan2.1-t2v-1.3b", "480p", "16:9")
+    assert f"{width}x{height}" in bad_size.value.message and bad_size.value.body["param"] == "size"
 
     with pytest.raises(openai.BadRequestError) as bad_seconds:
         sdk.videos.create(model="wan2.1-t2v-1.3b", prompt="x", seconds="12")
