@@ -60,7 +60,7 @@ def test_submitted_take_gets_the_models_size_and_the_quote_shows_it(alice, acme,
     quote = client.get(f"/studio/quote/?{query}")
     assert 'data-testid="quote-size">1280×704<' in quote.content.decode()
     response = client.post(
-        "/api/takes/",
+        "/api/v1/takes/",
         {
             "model": "ltx-video-2b",
             "prompt": "a kite",

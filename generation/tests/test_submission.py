@@ -38,8 +38,8 @@ def post(client, **data):
     data.setdefault("prompt", "a red kite over the sea at dawn")
     data.setdefault("resolution", "480p")
     data.setdefault("duration", 2)
-    data.setdefault("idempotency_key", "k1")
-    return client.post("/api/takes/", data)
+    key = data.pop("idempotency_key", "k1")
+    return client.post("/api/v1/takes/", data, HTTP_IDEMPOTENCY_KEY=key)
 
 
 def test_submit_creates_queued_take_with_locked_price_and_hold(alice, funded, charlie):
@@ -59,7 +59,7 @@ def test_submit_creates_queued_take_with_locked_price_and_hold(alice, funded, ch
     assert (take.width, take.height) == (832, 480)
     assert take.shot.project.is_inbox
     # charlie cannot see it.
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_replayed_submission_returns_the_same_takes(alice, funded, _no_broker):
@@ -71,7 +71,7 @@ def test_replayed_submission_returns_the_same_takes(alice, funded, _no_broker):
     assert [t["seed"] for t in first] == [7, 8, 9]
     assert Take.objects.count() == 3 and Hold.objects.count() == 3
     conflict = post(client, count=2, seed=7)
-    assert conflict.status_code == 409 and conflict.json()["field"] == "idempotency_key"
+    assert conflict.status_code == 409 and conflict.json()["field"] == "Idempotency-Key"
 
 
 def test_random_seed_is_recorded(alice, funded):
@@ -156,22 +156,22 @@ def test_moderation_refuses_and_charges_nothing(alice, funded, settings):
 
 def test_cancel_queued_take_releases_hold(alice, funded, charlie):
     take_id = post(client_for(alice, funded)).json()["takes"][0]["id"]
-    assert client_for(charlie).post(f"/api/takes/{take_id}/cancel/").status_code == 404
-    response = client_for(alice, funded).post(f"/api/takes/{take_id}/cancel/")
+    assert client_for(charlie).post(f"/api/v1/takes/{take_id}/cancel/").status_code == 404
+    response = client_for(alice, funded).post(f"/api/v1/takes/{take_id}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
     take = Take.objects.get(pk=take_id)
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
     assert wallet(funded).held == 0 and wallet(funded).balance == 1000
-    again = client_for(alice, funded).post(f"/api/takes/{take_id}/cancel/")
+    again = client_for(alice, funded).post(f"/api/v1/takes/{take_id}/cancel/")
     assert again.status_code == 200
 
 
 def test_outsider_gets_404_on_every_take_endpoint(alice, funded, charlie):
     take_id = post(client_for(alice, funded)).json()["takes"][0]["id"]
     outsider = client_for(charlie)
-    assert outsider.get(f"/api/takes/{take_id}/").status_code == 404
-    assert outsider.post(f"/api/takes/{take_id}/cancel/").status_code == 404
-    assert outsider.post(f"/api/takes/{take_id}/finalize/").status_code == 404
+    assert outsider.get(f"/api/v1/takes/{take_id}/").status_code == 404
+    assert outsider.post(f"/api/v1/takes/{take_id}/cancel/").status_code == 404
+    assert outsider.post(f"/api/v1/takes/{take_id}/finalize/").status_code == 404
     assert Take.objects.get(pk=take_id).status == TakeStatus.QUEUED
 
 
@@ -180,14 +180,14 @@ def test_finalize_needs_a_succeeded_draft(alice, funded):
     client = client_for(alice, funded)
     body = post(client, mode="draft", resolution="720p").json()["takes"][0]
     assert body["resolution"] == "480p" and body["mode"] == "draft"
-    refused = client.post(f"/api/takes/{body['id']}/finalize/")
+    refused = client.post(f"/api/v1/takes/{body['id']}/finalize/")
     assert refused.status_code == 400
     Take.objects.filter(pk=body["id"]).update(status=TakeStatus.SUCCEEDED)
-    final = client.post(f"/api/takes/{body['id']}/finalize/")
+    final = client.post(f"/api/v1/takes/{body['id']}/finalize/")
     assert final.status_code == 201, final.json()
     final_body = final.json()
     assert final_body["seed"] == body["seed"] and final_body["resolution"] == "720p"
     assert final_body["mode"] == "standard" and final_body["draft_of"] == body["id"]
     # A double click finalizes once.
-    again = client.post(f"/api/takes/{body['id']}/finalize/")
+    again = client.post(f"/api/v1/takes/{body['id']}/finalize/")
     assert again.json()["id"] == final_body["id"]

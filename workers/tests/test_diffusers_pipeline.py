@@ -52,7 +52,7 @@ def test_take_on_a_diffusers_node_shows_live_previews_then_is_stored_probed_and_
     workers.start()
     client = client_for(alice, acme)
     response = client.post(
-        "/api/takes/",
+        "/api/v1/takes/",
         {
             "model": "wan2.1-t2v-1.3b",
             "prompt": "a paper boat drifting down a rainy street",

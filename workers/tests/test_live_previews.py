@@ -34,7 +34,7 @@ def running(alice, acme):
     fund(acme, 100)
     client = client_for(alice, acme)
     response = client.post(
-        "/api/takes/",
+        "/api/v1/takes/",
         {"model": "wan2.1-t2v-1.3b", "prompt": "a kite", "resolution": "480p", "duration": 1,
          "idempotency_key": "live-1"},
     )  # fmt: skip

@@ -42,8 +42,8 @@ def submit(client, **data) -> list[dict]:
     data.setdefault("prompt", "a paper boat drifting down a rainy street")
     data.setdefault("resolution", "480p")
     data.setdefault("duration", 1)
-    data.setdefault("idempotency_key", f"k-{time.monotonic_ns()}")
-    response = client.post("/api/takes/", data)
+    key = data.pop("idempotency_key", f"k-{time.monotonic_ns()}")
+    response = client.post("/api/v1/takes/", data, HTTP_IDEMPOTENCY_KEY=key)
     assert response.status_code == 201, response.json()
     return response.json()["takes"]
 
@@ -74,10 +74,10 @@ def test_submitted_take_is_rendered_stored_measured_and_charged_exactly(
     assert hold.status == HoldStatus.SETTLED and hold.charged == 4
     assert settle_entries(take) == 1
     assert (wallet(acme).balance, wallet(acme).held) == (96, 0)
-    detail = client.get(f"/api/takes/{take.pk}/").json()
+    detail = client.get(f"/api/v1/takes/{take.pk}/").json()
     assert detail["status"] == "succeeded" and detail["charged"] == 4
     assert httpx.get(detail["outputs"]["video"]).status_code == 200
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
     # A replayed (or forged) completion webhook changes nothing.
     forged = {"id": str(take.pk), "status": "succeeded", "output": "data:video/mp4;base64,AAAA"}
@@ -109,7 +109,7 @@ def test_image_to_video_starts_from_the_reference_image(alice, acme, charlie, ca
         first = next(container.decode(video=0)).to_ndarray(format="rgb24")
     mean = first.reshape(-1, 3).mean(axis=0)
     assert np.allclose(mean, (250, 200, 10), atol=25), mean
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_first_and_last_frame_take_starts_and_ends_on_them(alice, acme, charlie, catalog, workers):
@@ -127,7 +127,7 @@ def test_first_and_last_frame_take_starts_and_ends_on_them(alice, acme, charlie,
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert np.allclose(frames[0].reshape(-1, 3).mean(axis=0), (250, 200, 10), atol=25)
     assert np.allclose(frames[-1].reshape(-1, 3).mean(axis=0), (20, 40, 240), atol=25)
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_two_single_slot_nodes_never_run_two_takes_at_once(alice, acme, catalog, workers):
@@ -239,8 +239,8 @@ def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
     client = client_for(alice, acme)
     [body] = submit(client, duration=2)
     wait_until(lambda: take_status(body["id"]) == TakeStatus.RUNNING)
-    assert client_for(charlie).post(f"/api/takes/{body['id']}/cancel/").status_code == 404
-    response = client.post(f"/api/takes/{body['id']}/cancel/")
+    assert client_for(charlie).post(f"/api/v1/takes/{body['id']}/cancel/").status_code == 404
+    response = client.post(f"/api/v1/takes/{body['id']}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
     take = Take.objects.get(pk=body["id"])
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
@@ -269,7 +269,7 @@ def test_cancelling_many_queued_and_running_takes_never_fails_another_take(
     at_once = [i for i in ids if i not in keep][::2]
     when_running = [i for i in ids if i not in keep and i not in at_once]
     for take_id in at_once:
-        assert client.post(f"/api/takes/{take_id}/cancel/").status_code == 200
+        assert client.post(f"/api/v1/takes/{take_id}/cancel/").status_code == 200
     workers.start()
     pending = list(when_running)
     deadline = time.monotonic() + 90
@@ -277,7 +277,7 @@ def test_cancelling_many_queued_and_running_takes_never_fails_another_take(
         for take_id in list(pending):
             status = take_status(take_id)
             if status in (TakeStatus.DISPATCHING, TakeStatus.RUNNING):
-                assert client.post(f"/api/takes/{take_id}/cancel/").status_code == 200
+                assert client.post(f"/api/v1/takes/{take_id}/cancel/").status_code == 200
                 pending.remove(take_id)
             elif status in (TakeStatus.SUCCEEDED, TakeStatus.FAILED):
                 pending.remove(take_id)  # ran before we saw it start: not canceled
@@ -294,7 +294,7 @@ def test_cancelling_many_queued_and_running_takes_never_fails_another_take(
     assert all(t.status == TakeStatus.SUCCEEDED for t in uncanceled), [t.error for t in uncanceled]
     assert all(t.attempts == 1 for t in uncanceled), [(t.attempts, t.error) for t in uncanceled]
     assert canceled_while_running >= len(when_running) // 2
-    assert (wallet(acme).held, client_for(charlie).get(f"/api/takes/{ids[0]}/").status_code) == (
+    assert (wallet(acme).held, client_for(charlie).get(f"/api/v1/takes/{ids[0]}/").status_code) == (
         0,
         404,
     )

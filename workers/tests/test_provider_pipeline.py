@@ -76,8 +76,8 @@ def test_take_fails_over_to_the_second_provider_and_is_settled_by_the_worker(
     assert take.charged == 4 and take.provider_cost == Decimal("2.0")
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.SETTLED
     assert (wallet(acme).balance, wallet(acme).held) == (96, 0)
-    assert client.get(f"/api/takes/{take.pk}/").json()["status"] == "succeeded"
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client.get(f"/api/v1/takes/{take.pk}/").json()["status"] == "succeeded"
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_runway_take_is_polled_to_completion_by_beat(
@@ -93,4 +93,4 @@ def test_runway_take_is_polled_to_completion_by_beat(
     assert take.status == TakeStatus.SUCCEEDED, take.error
     assert take.charged == 2 and take.provider_cost == Decimal("1.75")
     assert len(fakes["runway"].submissions()) == 1
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404

@@ -131,8 +131,8 @@ def test_replicate_take_runs_by_webhook_and_is_charged_on_measured_seconds(
         2,
         Decimal("2.0"),
     )
-    assert client_for(alice, acme).get(f"/api/takes/{take.pk}/").json()["charged"] == 2
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(alice, acme).get(f"/api/v1/takes/{take.pk}/").json()["charged"] == 2
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_webhook_with_bad_signature_or_wrong_secret_changes_nothing(catalog, fakes, alice, acme):
@@ -338,7 +338,7 @@ def test_runway_take_is_polled_by_the_sweeper_until_it_delivers(
     take.refresh_from_db()
     assert take.status == TakeStatus.SUCCEEDED, take.error
     assert take.charged == 12  # 2 s × 6 credits/s (the 14B model at 480p)
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
 
 
 def test_poll_that_cannot_reach_the_provider_waits_instead_of_resubmitting(
@@ -470,4 +470,4 @@ def test_first_and_last_frame_reach_every_provider_through_dispatch(
     assert base64.b64decode(last.partition(",")[2]) == last_png
     take.refresh_from_db()
     assert take.status == TakeStatus.DISPATCHING and job_of(take).external_id in fake.jobs
-    assert client_for(charlie).get(f"/api/takes/{take.pk}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take.pk}/").status_code == 404
