@@ -32,6 +32,11 @@ class PaymentError(Exception):
     """A payment action was refused or Stripe said no; the message is readable."""
 
 
+def enabled() -> bool:
+    """Whether payments are configured here; pages disable Buy buttons when they are not."""
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
 def client() -> stripe.StripeClient:
     """A Stripe client for the configured key and API base (tests: the local fake)."""
     if not settings.STRIPE_SECRET_KEY:

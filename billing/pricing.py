@@ -278,6 +278,23 @@ def next_off_peak_start(at: datetime | None = None) -> datetime | None:
     return _next_off_peak(active_schedule(), at or timezone.now())
 
 
+def off_peak_span(at: datetime | None = None) -> tuple[datetime, datetime] | None:
+    """The next (or current) off-peak stretch as (opens, closes) in the schedule's zone.
+
+    How a quote and a waiting take name the window they are priced on and wait for.
+    """
+    schedule = active_schedule()
+    spec = schedule_spec(schedule)
+    opens = _next_off_peak(spec, at or timezone.now())
+    if opens is None:
+        return None
+    probe = opens.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    horizon = opens + timedelta(days=7)
+    while probe < horizon and spec.window_at(probe)[0] == WindowKind.OFF_PEAK:
+        probe += timedelta(minutes=1)
+    return opens.astimezone(spec.tz), probe.astimezone(spec.tz)
+
+
 # --- quotes ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ app.conf.task_routes = {
     "workers.tasks.dispatch_*": {"queue": "dispatch"},
     "workers.tasks.process_*": {"queue": "media"},
     "workers.tasks.collect_*": {"queue": "media"},
+    "workers.tasks.render_*": {"queue": "media"},
     "billing.tasks.*": {"queue": "billing"},
 }
 app.conf.broker_connection_retry_on_startup = True

@@ -18,6 +18,7 @@ DISPATCH = "workers.tasks.dispatch_takes"
 SETTLE = "workers.tasks.process_take_output"
 COLLECT = "workers.tasks.collect_provider_output"
 CANCEL = "workers.tasks.cancel_attempt"
+ROUGH_CUT = "workers.tasks.render_rough_cut"
 
 
 def send(task: str, *args: Any) -> None:

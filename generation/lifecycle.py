@@ -44,6 +44,7 @@ from .models import (
     IN_FLIGHT,
     TERMINAL,
     AttemptStatus,
+    Shot,
     Take,
     TakeStatus,
     new_secret,
@@ -383,6 +384,9 @@ def succeed(take_id: uuid.UUID | str, info: Any, *, poster: str, preview: str, v
         take.finished_at = timezone.now()
         take.lease_expires_at = None
         take.save()
+        if take.draft_of_id:
+            # A finalized draft is what the creator chose: it becomes the shot's take.
+            Shot.objects.dangerously_unscoped().filter(pk=take.shot_id).update(chosen_take=take)
         log.info("take %s delivered %.2fs, charged %d", take.pk, info.duration_seconds, charge)
         return take
 

@@ -196,10 +196,13 @@ class Project(WorkspaceOwned):
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE)
     name = models.CharField(max_length=120)
     is_inbox = models.BooleanField(default=False)
+    # The creator's order on the projects page (lower first); archived projects are hidden.
+    position = models.PositiveIntegerField(default=0)
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["position", "-created_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["workspace"], condition=models.Q(is_inbox=True), name="project_one_inbox"
@@ -217,8 +220,17 @@ class Shot(WorkspaceOwned):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="shots")
     title = models.CharField(max_length=200, blank=True)
-    prompt = models.TextField()
+    prompt = models.TextField(blank=True)
     negative_prompt = models.TextField(blank=True)
+    # Bumped whenever the prompt changes on a shot that has takes: takes keep the version
+    # they were drawn with (Take.prompt_version, Take.prompt), so the studio groups them.
+    prompt_version = models.PositiveIntegerField(default=1)
+    # The form's last settings (model, mode, resolution, duration, aspect_ratio, fps, count):
+    # the studio opens a shot with them, and "Draw again" submits them with a new seed.
+    settings = models.JSONField(default=dict, blank=True)
+    # Storyboard order within the project (lower first); archived shots are hidden.
+    position = models.PositiveIntegerField(default=0)
+    archived_at = models.DateTimeField(null=True, blank=True)
     # Storage name (default_storage) of the reference image, if any.
     reference_image = models.CharField(max_length=300, blank=True)
     # Storage name of the frame the video ends on (first+last frame models), if any.
@@ -230,7 +242,7 @@ class Shot(WorkspaceOwned):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["position", "created_at"]
 
     def __str__(self) -> str:
         return self.title or self.prompt[:60]
@@ -313,6 +325,15 @@ class Take(WorkspaceOwned):
     hold_id = models.BigIntegerField(null=True, blank=True)
     charged = models.PositiveIntegerField(default=0)
     is_favourite = models.BooleanField(default=False)
+    # The shot's inputs when this take was drawn (the shot may change later): the worker
+    # sends these, Reuse copies them, and the take page shows them.
+    prompt = models.TextField(blank=True)
+    negative_prompt = models.TextField(blank=True)
+    prompt_version = models.PositiveIntegerField(default=1)
+    reference_image = models.CharField(max_length=300, blank=True)
+    last_frame_image = models.CharField(max_length=300, blank=True)
+    # Hidden from grids; its ledger history stays.
+    archived_at = models.DateTimeField(null=True, blank=True)
     # Scheduling.
     status = models.CharField(
         max_length=16, choices=TakeStatus.choices, default=TakeStatus.QUEUED, db_index=True
@@ -370,3 +391,64 @@ class Take(WorkspaceOwned):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def inputs(self) -> dict[str, str]:
+        """What this take was drawn from (takes older than the snapshot read their shot)."""
+        if self.prompt:
+            return {
+                "prompt": self.prompt,
+                "negative_prompt": self.negative_prompt,
+                "reference_image": self.reference_image,
+                "last_frame_image": self.last_frame_image,
+            }
+        shot = self.shot
+        return {
+            "prompt": shot.prompt,
+            "negative_prompt": shot.negative_prompt,
+            "reference_image": shot.reference_image,
+            "last_frame_image": shot.last_frame_image,
+        }
+
+
+class RoughCutStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Rendering")
+    SUCCEEDED = "succeeded", _("Ready")
+    FAILED = "failed", _("Failed")
+
+
+class RoughCut(WorkspaceOwned):
+    """A project's chosen takes joined in shot order: one MP4 and an OpenTimelineIO file.
+
+    Rendered by a Celery task (generation.roughcut.render_rough_cut); the clips it used are
+    recorded in `clips` so the timeline and the page say what went in.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rough_cuts")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    crossfade_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=RoughCutStatus.choices, default=RoughCutStatus.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    # [{"shot": id, "take": uuid, "title": str, "seconds": float}] in timeline order.
+    clips = models.JSONField(default=list, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    fps = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    output_video = models.CharField(max_length=300, blank=True)
+    output_timeline = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"rough cut {self.id} of {self.project_id} ({self.status})"

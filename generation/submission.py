@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from PIL import Image, UnidentifiedImageError
@@ -325,6 +326,7 @@ def _create(
     draft_of: Take | None = None,
     last_frame: tuple[bytes, str] | None = None,
     api_key=None,
+    shot_settings: dict | None = None,
 ) -> list[Take]:
     stored: list[str] = []
     try:
@@ -353,26 +355,24 @@ def _create(
             )
             submission.save(force_insert=True)
             if shot is None:
-                shot = (project or inbox_for(workspace)).shots.create(
+                shot = new_shot(
+                    project or inbox_for(workspace),
                     prompt=spec.prompt,
                     negative_prompt=spec.negative_prompt,
+                    settings=_form_settings(shot_settings or {}),
                 )
-                if image is not None:
-                    data, extension = image
-                    name = default_storage.save(
-                        f"references/{workspace.pk}/{shot.pk}-{uuid.uuid4().hex}.{extension}",
-                        ContentFile(data),
-                    )
-                    stored.append(name)
-                    shot.reference_image = name
-                    shot.save(update_fields=["reference_image"])
-                if last_frame is not None:
-                    data, extension = last_frame
-                    stem = f"references/{workspace.pk}/{shot.pk}-last-{uuid.uuid4().hex}"
-                    name = default_storage.save(f"{stem}.{extension}", ContentFile(data))
-                    stored.append(name)
-                    shot.last_frame_image = name
-                    shot.save(update_fields=["last_frame_image"])
+            if shot_settings is not None:
+                stored += _update_shot(workspace, shot, spec, shot_settings, image, last_frame)
+            inputs = {
+                "prompt": spec.prompt,
+                "negative_prompt": spec.negative_prompt,
+                "prompt_version": shot.prompt_version,
+                "reference_image": shot.reference_image,
+                "last_frame_image": shot.last_frame_image,
+            }
+            if draft_of is not None:
+                # A final re-renders its draft exactly, whatever the shot says now.
+                inputs.update(draft_of.inputs(), prompt_version=draft_of.prompt_version)
             width, height = frame_size(spec.resolution, spec.aspect_ratio, video_model)
             deadline = None
             if spec.mode == pricing.Mode.OFF_PEAK:
@@ -396,6 +396,7 @@ def _create(
                     fps=spec.fps,
                     seed=min(seed, MAX_SEED),
                     quote=quote.as_dict(),
+                    **inputs,
                     priority=plan.queue_priority,
                     deadline=deadline,
                     status=TakeStatus.QUEUED,
@@ -423,6 +424,73 @@ def _create(
         raise
 
 
+def new_shot(project: Project, title: str = "", **fields) -> Shot:
+    """A new shot at the end of the project's storyboard, named "Shot N" unless titled."""
+    place = project.shots.aggregate(count=Count("pk"), last=Max("position"))
+    return project.shots.create(
+        title=title.strip()[:200] or _("Shot %(n)d") % {"n": place["count"] + 1},
+        position=(place["last"] or 0) + 1,
+        **fields,
+    )
+
+
+def _store_reference(workspace, shot: Shot, upload: tuple[bytes, str], kind: str) -> str:
+    data, extension = upload
+    stem = f"references/{workspace.pk}/{shot.pk}-{kind}{uuid.uuid4().hex}"
+    return default_storage.save(f"{stem}.{extension}", ContentFile(data))
+
+
+def _update_shot(
+    workspace,
+    shot: Shot,
+    spec: TakeSpec,
+    settings_: dict,
+    image: tuple[bytes, str] | None,
+    last_frame: tuple[bytes, str] | None,
+) -> list[str]:
+    """The shot takes this draw's prompt, references and settings (the form keeps them).
+
+    A prompt change on a shot that has takes starts a new prompt version, so earlier takes
+    stay grouped under the prompt they were drawn with. Returns the files it stored.
+    """
+    stored = []
+    fields = []
+    if (spec.prompt, spec.negative_prompt) != (shot.prompt, shot.negative_prompt):
+        if shot.takes.exists():
+            shot.prompt_version += 1
+            fields.append("prompt_version")
+        shot.prompt, shot.negative_prompt = spec.prompt, spec.negative_prompt
+        fields += ["prompt", "negative_prompt"]
+    # What the references are after this draw: a new upload, else what was kept (the
+    # shot's own, or a reused take's), else none.
+    reference = settings_.get("kept_image", "")
+    last = settings_.get("kept_last_frame", "")
+    if image is not None:
+        reference = _store_reference(workspace, shot, image, "")
+        stored.append(reference)
+    if last_frame is not None:
+        last = _store_reference(workspace, shot, last_frame, "last-")
+        stored.append(last)
+    if (reference, last) != (shot.reference_image, shot.last_frame_image):
+        shot.reference_image, shot.last_frame_image = reference, last
+        fields += ["reference_image", "last_frame_image"]
+    form = _form_settings(settings_)
+    if form != shot.settings:
+        shot.settings = form
+        fields.append("settings")
+    if fields:
+        shot.save(update_fields=fields)
+    return stored
+
+
+TRANSIENT_SETTINGS = ("clear_image", "clear_last_frame", "kept_image", "kept_last_frame")
+
+
+def _form_settings(settings_: dict) -> dict:
+    """The form fields a shot keeps (without the per-draw reference instructions)."""
+    return {k: v for k, v in settings_.items() if k not in TRANSIENT_SETTINGS}
+
+
 def submit_takes(
     workspace,
     user,
@@ -433,34 +501,62 @@ def submit_takes(
     project: Project | None = None,
     last_frame=None,
     api_key=None,
+    shot: Shot | None = None,
+    clear_image: bool = False,
+    clear_last_frame: bool = False,
+    references_from: Take | None = None,
 ) -> list[Take]:
-    """Create `spec.count` takes of a new shot, each with its locked quote and hold.
+    """Create `spec.count` takes of `shot` (a new shot when None), each with its locked
+    quote and hold. The shot keeps this draw's prompt, references and settings.
 
     `image` is the reference (first) frame; `last_frame`, on models that can, the frame
     the video ends on; `api_key`, the key a program submitted through (its monthly cap
-    applies to the holds). Raises SubmissionError (nothing written, nothing held) when any
-    check fails.
+    applies to the holds). Drawing into a shot without new images reuses the shot's (or
+    those of `references_from`, a take of the shot being reused), unless
+    `clear_image`/`clear_last_frame`. Raises SubmissionError (nothing written, nothing
+    held) when any check fails.
     """
     key = (idempotency_key or "").strip()
     if not key or len(key) > 200:
         raise SubmissionError(_("A submission needs an idempotency key."), "idempotency_key")
     if project is not None and project.workspace_id != workspace.pk:
         raise SubmissionError(_("Unknown project."), "project", status=404)
+    if shot is not None and (shot.project.workspace_id != workspace.pk or shot.archived_at):
+        raise SubmissionError(_("Unknown shot."), "shot", status=404)
+    if references_from is not None and (shot is None or references_from.shot_id != shot.pk):
+        raise SubmissionError(_("Unknown take."), "from", status=404)
     image_data = check_reference_image(image) if image is not None else None
     last_data = check_reference_image(last_frame, "last_frame") if last_frame is not None else None
+    if references_from is not None:
+        kept = references_from.inputs()
+        kept_image, kept_last = kept["reference_image"], kept["last_frame_image"]
+    else:
+        kept_image = shot.reference_image if shot else ""
+        kept_last = shot.last_frame_image if shot else ""
+    has_image = image_data is not None or bool(kept_image and not clear_image)
+    has_last = last_data is not None or bool(kept_last and not clear_last_frame and has_image)
     video_model = VideoModel.objects.filter(slug=spec.model, is_active=True).first()
     plan = plans.plan_for(workspace)
-    spec = _validate(
-        spec,
-        video_model,
-        plan,
-        has_image=image_data is not None,
-        has_last_frame=last_data is not None,
-    )
+    shot_settings = {
+        "model": spec.model,
+        "mode": spec.mode,
+        "resolution": spec.resolution,
+        "duration": spec.duration,
+        "aspect_ratio": spec.aspect_ratio,
+        "fps": spec.fps,
+        "count": spec.count,
+        "clear_image": clear_image and image_data is None,
+        "clear_last_frame": clear_last_frame and last_data is None,
+        "kept_image": kept_image if has_image and image_data is None else "",
+        "kept_last_frame": kept_last if has_last and last_data is None else "",
+    }
+    spec = _validate(spec, video_model, plan, has_image=has_image, has_last_frame=has_last)
+    if not shot_settings["aspect_ratio"]:
+        shot_settings["aspect_ratio"] = spec.aspect_ratio
     fingerprint = _fingerprint(
         spec,
         image_data[0] if image_data else None,
-        str(project.pk if project else ""),
+        f"{project.pk if project else ''}:{shot.pk if shot else ''}:{clear_image}",
         last_frame=last_data[0] if last_data else None,
     )
     return _submit_once(
@@ -469,13 +565,14 @@ def submit_takes(
         spec,
         video_model,
         plan=plan,
-        shot=None,
+        shot=shot,
         project=project,
         image=image_data,
         idempotency_key=key,
         fingerprint=fingerprint,
         last_frame=last_data,
         api_key=api_key,
+        shot_settings=shot_settings,
     )
 
 
@@ -490,6 +587,25 @@ def _submit_once(workspace, user, spec, video_model, **kwargs) -> list[Take]:
         return replay
 
 
+def finalize_resolution(draft: Take) -> str | None:
+    """The resolution finalizing `draft` would render, or None when there is nothing to
+    finalize: not a finished draft, or the plan allows nothing above the draft's size."""
+    if draft.mode != pricing.Mode.DRAFT or draft.status != TakeStatus.SUCCEEDED:
+        return None
+    plan = plans.plan_for(draft.workspace)
+    allowed = [
+        r
+        for r in draft.video_model.resolutions
+        if RESOLUTION_RANK.get(r, 99) <= RESOLUTION_RANK.get(plan.max_resolution, 0)
+    ]
+    if not allowed:
+        return None
+    best = max(allowed, key=RESOLUTION_RANK.__getitem__)
+    if RESOLUTION_RANK[best] <= RESOLUTION_RANK.get(draft.resolution, 0):
+        return None
+    return best
+
+
 def finalize_take(
     draft: Take, user, *, idempotency_key: str, resolution: str | None = None, api_key=None
 ) -> Take:
@@ -502,20 +618,26 @@ def finalize_take(
     plan = plans.plan_for(workspace)
     video_model = draft.video_model
     if resolution is None:
-        allowed = [
-            r
-            for r in video_model.resolutions
-            if RESOLUTION_RANK.get(r, 99) <= RESOLUTION_RANK.get(plan.max_resolution, 0)
-        ]
-        if not allowed:
-            raise SubmissionError(_("Your plan allows no resolution of this model."), "resolution")
-        resolution = max(allowed, key=RESOLUTION_RANK.__getitem__)
+        resolution = finalize_resolution(draft)
+        if resolution is None:
+            raise SubmissionError(
+                _("Finalizing would not raise the resolution above the draft's %(res)s.")
+                % {"res": draft.resolution},
+                "resolution",
+            )
+    elif RESOLUTION_RANK.get(resolution, -1) <= RESOLUTION_RANK.get(draft.resolution, 0):
+        raise SubmissionError(
+            _("Finalizing would not raise the resolution above the draft's %(res)s.")
+            % {"res": draft.resolution},
+            "resolution",
+        )
     shot = draft.shot
+    inputs = draft.inputs()
     spec = _validate(
         TakeSpec(
             model=video_model.slug,
-            prompt=shot.prompt,
-            negative_prompt=shot.negative_prompt,
+            prompt=inputs["prompt"],
+            negative_prompt=inputs["negative_prompt"],
             resolution=resolution,
             duration=draft.duration_seconds,
             aspect_ratio=draft.aspect_ratio,
@@ -526,8 +648,8 @@ def finalize_take(
         ),
         video_model,
         plan,
-        has_image=bool(shot.reference_image),
-        has_last_frame=bool(shot.last_frame_image),
+        has_image=bool(inputs["reference_image"]),
+        has_last_frame=bool(inputs["last_frame_image"]),
     )
     key = (idempotency_key or "").strip()
     if not key:

@@ -168,8 +168,10 @@ def test_sign_up_generate_two_takes_watch_play_compare_download_and_see_the_char
     expect(page.locator("#take-grid-inner[data-polling]")).to_have_count(0)
     screenshot(page, "studio-takes")
 
-    # Play one.
+    # A thumbnail opens the lightbox; its link opens the take's page. Play it there.
     cards.first.locator("a.thumb").click()
+    expect(page.get_by_test_id("lightbox")).to_be_visible()
+    page.get_by_test_id("lightbox-page").click()
     page.wait_for_url(re.compile(r"/takes/"))
     player = page.get_by_test_id("player")
     assert player.evaluate("v => v.canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")

@@ -109,6 +109,20 @@ def _alice_api_key(world: World) -> int:
     ).pk
 
 
+def _alice_rough_cut(world: World) -> str:
+    from generation.models import RoughCut, RoughCutStatus
+    from generation.submission import inbox_for
+
+    cut = RoughCut.objects.create(
+        workspace=world.acme,
+        project=inbox_for(world.acme),
+        status=RoughCutStatus.SUCCEEDED,
+        output_video="rough-cuts/walk/rough-cut.mp4",
+        output_timeline="rough-cuts/walk/rough-cut.otio",
+    )
+    return str(cut.pk)
+
+
 OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "workspace_id": lambda world: world.acme.pk,
     "membership_id": _bob_membership,
@@ -121,6 +135,8 @@ OBJECT_FACTORIES: dict[str, Callable[[World], object]] = {
     "endpoint_id": _alice_endpoint_id,
     "delivery_id": _alice_delivery,
     "key_id": _alice_api_key,
+    "rough_cut_id": _alice_rough_cut,
+    "kind": lambda world: "video",
 }
 
 

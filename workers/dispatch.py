@@ -223,7 +223,7 @@ def target_of(take: Take) -> Node | Provider | None:
 
 def request_for(take: Take) -> Request:
     """The take's current attempt as every backend sees it, built here and only here."""
-    shot = take.shot
+    inputs = take.inputs()  # what the take was drawn from, not what its shot says now
     route = _route(take)
     if route is not None:
         model, extra = route.provider_model, route.extra_input
@@ -233,8 +233,8 @@ def request_for(take: Take) -> Request:
         take_id=str(take.pk),
         attempt=take.attempts,
         model=model,
-        prompt=shot.prompt,
-        negative_prompt=shot.negative_prompt,
+        prompt=inputs["prompt"],
+        negative_prompt=inputs["negative_prompt"],
         seed=take.seed,
         resolution=take.resolution,
         aspect_ratio=take.aspect_ratio,
@@ -242,8 +242,10 @@ def request_for(take: Take) -> Request:
         height=take.height,
         duration=take.duration_seconds,
         fps=take.fps,
-        image=media.data_url(shot.reference_image) if shot.reference_image else None,
-        last_frame=media.data_url(shot.last_frame_image) if shot.last_frame_image else None,
+        image=media.data_url(inputs["reference_image"]) if inputs["reference_image"] else None,
+        last_frame=(
+            media.data_url(inputs["last_frame_image"]) if inputs["last_frame_image"] else None
+        ),
         webhook_url=webhook_url(take),
         extra=dict(extra or {}),
     )

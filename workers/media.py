@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from PIL import Image, ImageDraw, ImageFont
 
 Source = str | os.PathLike | IO[bytes]
@@ -306,27 +307,39 @@ def _stamp(pixels: np.ndarray, overlay: tuple[int, int, np.ndarray, np.ndarray])
     return pixels
 
 
-def signed_media_url(name: str, ttl: int | None = None) -> str:
+def signed_media_url(name: str, ttl: int | None = None, *, download_name: str = "") -> str:
     """An absolute URL that serves the stored file `name` for `ttl` seconds, no login needed.
 
     On S3 it is the bucket's own presigned URL; otherwise a signed token for the
-    `signed_media` view, which streams the file from the storage.
+    `signed_media` view, which streams the file from the storage. With `download_name`
+    the file is sent as an attachment under that name (Content-Disposition).
     """
     ttl = ttl or settings.SIGNED_URL_TTL_SECONDS
     if settings.STORAGE_BACKEND == "s3":
-        return default_storage.url(name, expire=ttl)
-    token = signing.TimestampSigner(salt=SIGNED_URL_SALT).sign_object(
-        {"name": name, "ttl": ttl}, compress=True
-    )
+        parameters = {}
+        if download_name:
+            parameters["ResponseContentDisposition"] = content_disposition_header(
+                as_attachment=True, filename=download_name
+            )
+        return default_storage.url(name, parameters=parameters or None, expire=ttl)
+    grant = {"name": name, "ttl": ttl}
+    if download_name:
+        grant["as"] = download_name
+    token = signing.TimestampSigner(salt=SIGNED_URL_SALT).sign_object(grant, compress=True)
     return settings.PUBLIC_BASE_URL + reverse("signed_media", args=[token])
 
 
 def read_signed_token(token: str) -> str:
     """The storage name a token grants; raises signing.BadSignature (or SignatureExpired)."""
+    return read_signed_grant(token)[0]
+
+
+def read_signed_grant(token: str) -> tuple[str, str]:
+    """(storage name, download name or "") a token grants; raises signing.BadSignature."""
     signer = signing.TimestampSigner(salt=SIGNED_URL_SALT)
     grant = signer.unsign_object(token)
     signer.unsign_object(token, max_age=int(grant["ttl"]))
-    return str(grant["name"])
+    return str(grant["name"]), str(grant.get("as", ""))
 
 
 def data_url(name: str) -> str:

@@ -49,3 +49,11 @@ def sweep_takes() -> dict[str, int]:
 def check_nodes() -> dict[str, str]:
     """Health-check every node; mark them down or up again."""
     return sweeper.check_nodes()
+
+
+@shared_task(name="workers.tasks.render_rough_cut")
+def render_rough_cut(cut_id: str) -> bool:
+    """Join a project's chosen takes into one MP4 and an OpenTimelineIO timeline."""
+    from generation import roughcut
+
+    return roughcut.render_rough_cut(cut_id) is not None

@@ -22,10 +22,11 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
 from . import ops
-from .media import read_signed_token
+from .media import read_signed_grant
 from .reporting import provider_stats
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -39,18 +40,19 @@ def signed_media(request: HttpRequest, token: str) -> HttpResponse | StreamingHt
     Honours a single `Range` request, so browsers can seek in a video they play from it.
     """
     try:
-        name = read_signed_token(token)
+        name, download_name = read_signed_grant(token)
     except signing.SignatureExpired:
         return HttpResponseForbidden("This link has expired.")
     except signing.BadSignature:
         return HttpResponseForbidden("This link is not valid.")
-    return stream_stored_file(request, name)
+    return stream_stored_file(request, name, download_name=download_name)
 
 
 def stream_stored_file(
-    request: HttpRequest, name: str, content_type: str | None = None
+    request: HttpRequest, name: str, content_type: str | None = None, *, download_name: str = ""
 ) -> HttpResponse | StreamingHttpResponse:
-    """Stream a stored file, honouring a single `Range` request (206 / 416)."""
+    """Stream a stored file, honouring a single `Range` request (206 / 416); with
+    `download_name`, as an attachment under that name."""
     if not default_storage.exists(name):
         raise Http404("No such file.")
     content_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -75,9 +77,18 @@ def stream_stored_file(
             content_type=content_type,
         )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        if download_name:
+            response["Content-Disposition"] = content_disposition_header(
+                as_attachment=True, filename=download_name
+            )
         response["Content-Length"] = str(end - start + 1)
     else:
-        response = FileResponse(handle, filename=os.path.basename(name), content_type=content_type)
+        response = FileResponse(
+            handle,
+            as_attachment=bool(download_name),
+            filename=download_name or os.path.basename(name),
+            content_type=content_type,
+        )
     response["Accept-Ranges"] = "bytes"
     response["Cache-Control"] = "private, max-age=300"
     return response

@@ -11,7 +11,7 @@ from billing.demo import PACKAGES
 from billing.models import CreditPackage, Hold, HoldStatus
 from conftest import client_for
 from generation.lifecycle import fail_take
-from generation.models import Take, TakeStatus
+from generation.models import Shot, Take, TakeStatus
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog, subscribe, wallet
 
@@ -99,10 +99,19 @@ def test_live_quote_explains_what_the_plan_does_not_allow(alice, acme):
     assert "Off-peak mode is not included in the Free plan." in body
 
 
-def test_live_quote_offers_packages_when_short(alice, acme):
+def test_live_quote_offers_packages_when_short(alice, acme, settings):
     fund(acme, 1)
+    settings.STRIPE_SECRET_KEY = "sk_test_configured"
     body = client_for(alice, acme).get("/studio/quote/", _form()).content.decode()
     assert "Not enough credits" in body and "/billing/" in body
+
+
+def test_live_quote_says_when_payments_are_not_configured(alice, acme, settings):
+    fund(acme, 1)
+    settings.STRIPE_SECRET_KEY = ""
+    body = client_for(alice, acme).get("/studio/quote/", _form()).content.decode()
+    assert "Not enough credits" in body and "Payments are not configured" in body
+    assert "/billing/" not in body
 
 
 def test_submitting_the_form_creates_takes_and_holds(alice, acme, charlie):
@@ -123,7 +132,8 @@ def test_submitting_the_form_creates_takes_and_holds(alice, acme, charlie):
     assert client_for(charlie).get("/studio/takes/").content.decode().count("take-card") == 0
 
 
-def test_insufficient_credits_offers_the_packages_and_changes_nothing(alice, acme):
+def test_insufficient_credits_offers_the_packages_and_changes_nothing(alice, acme, settings):
+    settings.STRIPE_SECRET_KEY = "sk_test_configured"
     fund(acme, 1)
     for package in PACKAGES:
         CreditPackage.objects.update_or_create(slug=package["slug"], defaults=package)
@@ -132,6 +142,7 @@ def test_insufficient_credits_offers_the_packages_and_changes_nothing(alice, acm
     body = response.content.decode()
     assert "Top up with a credit package" in body and "100 credits" in body
     assert Take.objects.filter(workspace=acme).count() == 0
+    assert not Shot.objects.dangerously_unscoped().filter(project__workspace=acme).exists()
     assert (wallet(acme).balance, wallet(acme).held) == (1, 0)
 
 

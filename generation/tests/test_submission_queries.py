@@ -31,9 +31,10 @@ def test_statements_per_submission(alice, acme):
     spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="a cat", resolution="480p", duration=5)
     submit_takes(acme, alice, spec, idempotency_key="warm")  # the inbox exists from here on
     one = _queries(lambda: submit_takes(acme, alice, spec, idempotency_key="one"))
-    # model, plan, replay check, rate card, schedule, submission, inbox, shot; the hold
+    # model, plan, replay check, rate card, schedule, submission, inbox, the new shot's
+    # place in the storyboard (count and last position, for "Shot N"), shot; the hold
     # (membership, wallet lock, one data-modifying statement); the take.
-    assert len(one) == 12, "\n".join(one)
+    assert len(one) == 13, "\n".join(one)
     four = _queries(
         lambda: submit_takes(
             acme, alice, TakeSpec(**{**spec.__dict__, "count": 4}), idempotency_key="four"

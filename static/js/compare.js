@@ -24,3 +24,16 @@
   lead.addEventListener("ended", function () { each(function (v) { v.pause(); }); });
   setInterval(function () { if (!lead.paused) align(); }, 1000);
 })();
+// Space plays or pauses every take at once.
+(function () {
+  var play = document.getElementById("play-all");
+  var pause = document.getElementById("pause-all");
+  if (!play || !pause) return;
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target && event.target.tagName) || "";
+    if (event.key !== " " || tag === "INPUT" || tag === "TEXTAREA" || tag === "BUTTON") return;
+    event.preventDefault();
+    var lead = document.querySelector("[data-testid=compare-video]");
+    (lead && !lead.paused ? pause : play).click();
+  });
+})();

@@ -1,0 +1,297 @@
+"""The redraw loop in a real browser (issue 12): draw a shot many times without retyping,
+keep one from the lightbox, finalize after confirming its price; build a storyboard,
+reorder it, export and download the rough cut; a capped member is warned before Generate.
+
+Debian's Chromium via Playwright against the live server, real Celery workers and two
+reference nodes. Screenshots at 390 and 1280 px (English and Chinese) are checked for
+sideways scrolling by `screenshot`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import av
+import opentimelineio as otio
+import pytest
+from playwright.sync_api import Page, expect
+
+from accounts.models import Membership
+from billing.demo import seed_plans
+from billing.ledger import available_credits
+from conftest import make_user
+from generation.models import Project, RoughCut, Shot, Take, TakeStatus
+from generation.tests.helpers import fund, setup_catalog, subscribe
+from tests import test_browser
+from tests.test_browser import PASSWORD, screenshot, sign_in
+
+# The browser fixtures of test_browser, shared by name.
+browser = test_browser.browser
+page = test_browser.page
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PROMPT = "a paper boat drifting down a rainy street, close-up"
+SUCCEEDED = "[data-testid=take-card][data-status=succeeded]"
+
+
+def _fast(catalog) -> None:
+    for node in catalog:
+        node.extra_input = {"speed": 1.5}
+        node.save()
+
+
+def _creator(email: str, plan: str = "standard"):
+    user = make_user(email, PASSWORD)
+    workspace = Membership.objects.get(user=user).workspace
+    seed_plans()
+    subscribe(workspace, plan)
+    return user, workspace
+
+
+def _to_chinese(page: Page) -> None:
+    with page.expect_navigation():
+        page.get_by_test_id("language-switcher").select_option("zh-hans")
+
+
+def _to_english(page: Page) -> None:
+    with page.expect_navigation():
+        page.get_by_test_id("language-switcher").select_option("en")
+
+
+def test_draw_a_shot_five_times_keep_one_from_the_lightbox_and_finalize_after_confirming(
+    page: Page, catalog, workers, shared_media
+):
+    _fast(catalog)
+    user, workspace = _creator("redraw@example.com")
+    workers.start()
+    sign_in(page, user.email)
+
+    page.goto("/studio/?model=wan2.1-t2v-1.3b")
+    page.get_by_test_id("prompt").fill(PROMPT)
+    page.get_by_test_id("mode").select_option("draft")
+    page.select_option("#resolution", "720p")
+    page.select_option("#duration", "1")
+    page.select_option("#aspect_ratio", "9:16")
+    # The quote names what it bills and why, before anything is drawn.
+    expect(page.get_by_test_id("quote-why-resolution")).to_contain_text(
+        "drafts render at 480p, not 720p"
+    )
+    page.get_by_test_id("generate").click()
+    page.wait_for_url(re.compile(r"/studio/\?shot=\d+"))
+    shot = Shot.objects.dangerously_unscoped().get(project__workspace=workspace)
+
+    # Four more draws, each by the D key: nothing is retyped, the form keeps everything.
+    for draw in range(2, 6):
+        expect(page.get_by_test_id("prompt")).to_have_value(PROMPT)
+        expect(page.get_by_test_id("mode")).to_have_value("draft")
+        expect(page.locator("#resolution")).to_have_value("720p")
+        expect(page.locator("#aspect_ratio")).to_have_value("9:16")
+        expect(page.get_by_test_id("take-card")).to_have_count(draw - 1)
+        page.locator("body").click(position={"x": 5, "y": 5})
+        with page.expect_navigation():
+            page.keyboard.press("d")
+    expect(page.get_by_test_id("take-card")).to_have_count(5)
+    takes = list(Take.objects.filter(shot=shot))
+    assert len(takes) == 5 and len({t.seed for t in takes}) == 5
+    assert {(t.mode, t.resolution, t.aspect_ratio) for t in takes} == {("draft", "480p", "9:16")}
+    assert Shot.objects.dangerously_unscoped().filter(project__workspace=workspace).count() == 1
+    expect(page.locator(SUCCEEDED)).to_have_count(5, timeout=90_000)
+    screenshot(page, "shot-studio")
+
+    # The lightbox: open the newest, move right, keep with K, favourite with F.
+    page.locator(SUCCEEDED).first.locator("a.thumb").click()
+    lightbox = page.get_by_test_id("lightbox")
+    expect(lightbox).to_be_visible()
+    page.keyboard.press("ArrowRight")
+    second = page.locator(SUCCEEDED).nth(1).get_attribute("data-take")
+    expect(page.get_by_test_id("lightbox-page")).to_have_attribute("href", re.compile(second))
+    page.keyboard.press("k")
+    expect(page.get_by_test_id("lightbox-keep")).to_be_disabled()
+    page.keyboard.press("f")
+    expect(page.get_by_test_id("lightbox-favourite")).to_contain_text("♥")
+    page.keyboard.press(" ")
+    screenshot(page, "lightbox")
+    page.keyboard.press("Escape")
+    expect(lightbox).to_be_hidden()
+    shot.refresh_from_db()
+    assert str(shot.chosen_take_id) == second
+    assert Take.objects.get(pk=second).is_favourite
+
+    # Finalize the kept draft: the price first, then confirm.
+    page.goto(f"/takes/{second}/")
+    expect(page.get_by_test_id("chosen-badge")).to_be_visible()
+    page.get_by_test_id("finalize").click()
+    page.wait_for_url(re.compile(r"/finalize/$"))
+    expect(page.get_by_test_id("finalize-quote")).to_contain_text("at 720p")
+    total = page.get_by_test_id("quote-total").inner_text()
+    price = int(re.search(r"(\d+)", total).group(1))
+    assert Take.objects.filter(shot=shot).count() == 5  # seeing the price spent nothing
+    screenshot(page, "finalize")
+    before = available_credits(workspace)
+    page.get_by_test_id("finalize-confirm").click()
+    page.wait_for_url(re.compile(r"/takes/[0-9a-f-]+/$"))
+    final = Take.objects.get(draft_of_id=second)
+    assert (
+        final.resolution == "720p" and str(final.seed) == page.get_by_test_id("seed").inner_text()
+    )
+    assert before - available_credits(workspace) == price  # held at the quoted price
+    page.wait_for_function(
+        "document.querySelector('[data-testid=player]') !== null", timeout=90_000
+    )
+    shot.refresh_from_db()
+    assert shot.chosen_take_id == final.pk
+    expect(page.get_by_test_id("chosen-badge")).to_be_visible()
+
+
+def _draw_and_keep(page: Page, shot_id: int, seconds: str, aspect: str) -> str:
+    page.goto(f"/studio/?shot={shot_id}&model=wan2.1-t2v-1.3b")
+    page.get_by_test_id("prompt").fill(f"{PROMPT}, shot {shot_id}")
+    page.select_option("#resolution", "480p")
+    page.select_option("#duration", seconds)
+    page.select_option("#aspect_ratio", aspect)
+    page.get_by_test_id("generate").click()
+    page.wait_for_url(re.compile(rf"/studio/\?shot={shot_id}"))
+    expect(page.locator(SUCCEEDED)).to_have_count(1, timeout=90_000)
+    take_id = page.locator(SUCCEEDED).first.get_attribute("data-take")
+    page.goto(f"/takes/{take_id}/")
+    page.get_by_test_id("choose").click()
+    expect(page.get_by_test_id("chosen-badge")).to_be_visible()
+    return take_id
+
+
+def test_build_a_three_shot_storyboard_reorder_it_and_export_the_rough_cut(
+    page: Page, catalog, workers, shared_media, tmp_path
+):
+    _fast(catalog)
+    user, workspace = _creator("storyboard@example.com")
+    workers.start()
+    sign_in(page, user.email)
+
+    page.goto("/projects/")
+    page.get_by_test_id("new-project-name").fill("Paper boats")
+    page.get_by_test_id("new-project").click()
+    page.wait_for_url(re.compile(r"/projects/\d+/$"))
+    project = Project.objects.dangerously_unscoped().get(workspace=workspace, name="Paper boats")
+    shot_ids = []
+    for title in ("Rain", "Gutter", "Sea"):
+        page.goto(f"/projects/{project.pk}/")
+        page.get_by_test_id("new-shot-title").fill(title)
+        page.get_by_test_id("new-shot").click()
+        page.wait_for_url(re.compile(r"/studio/\?shot=\d+"))
+        shot_ids.append(int(re.search(r"shot=(\d+)", page.url).group(1)))
+    kept = {}
+    for shot_id, seconds, aspect in zip(
+        shot_ids, ("1", "2", "1"), ("16:9", "16:9", "9:16"), strict=True
+    ):
+        kept[shot_id] = _draw_and_keep(page, shot_id, seconds, aspect)
+
+    page.goto(f"/projects/{project.pk}/")
+    tiles = page.get_by_test_id("shot-tile")
+    expect(tiles).to_have_count(3)
+    expect(page.get_by_test_id("missing-chosen")).to_have_count(0)
+    # Drag "Sea" in front of "Rain".
+    with page.expect_response(re.compile(rf"/projects/{project.pk}/edit/")):
+        tiles.nth(2).drag_to(tiles.nth(0), target_position={"x": 10, "y": 40})
+    order = [shot_ids[2], shot_ids[0], shot_ids[1]]
+    stored = list(
+        Shot.objects.dangerously_unscoped()
+        .filter(project=project)
+        .order_by("position")
+        .values_list("pk", flat=True)
+    )
+    assert stored == order
+    page.reload()
+    expect(page.get_by_test_id("shot-link")).to_have_text(["Sea", "Rain", "Gutter"])
+    screenshot(page, "storyboard")
+
+    page.get_by_test_id("rough-cut-export").click()
+    expect(page.locator("[data-testid=rough-cut][data-status=succeeded]")).to_have_count(
+        1, timeout=90_000
+    )
+    with page.expect_download() as video_download:
+        page.get_by_test_id("rough-cut-video").click()
+    assert video_download.value.suggested_filename == "paper-boats-rough-cut.mp4"
+    with page.expect_download() as timeline_download:
+        page.get_by_test_id("rough-cut-timeline").click()
+    assert timeline_download.value.suggested_filename == "paper-boats-rough-cut.otio"
+    screenshot(page, "storyboard-rough-cut")
+
+    cut = RoughCut.objects.get(project=project)
+    chosen = {Take.objects.get(pk=kept[s]) for s in order}
+    expected = sum(t.measured_duration for t in chosen)
+    with av.open(video_download.value.path()) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        duration = frames / float(stream.average_rate)
+    assert abs(duration - expected) <= len(order) / cut.fps, (duration, expected)
+    timeline = otio.adapters.read_from_file(str(Path(timeline_download.value.path())), "otio_json")
+    assert [c.name for c in timeline.find_clips()] == ["Sea", "Rain", "Gutter"]
+    assert [c.metadata["retake"]["take"] for c in timeline.find_clips()] == [kept[s] for s in order]
+
+
+def test_a_member_at_their_cap_is_warned_before_generate(page: Page, alice, acme, bob):
+    setup_catalog()
+    seed_plans()
+    fund(acme, 200)
+    Membership.objects.filter(workspace=acme, user=bob).update(monthly_spend_cap=1)
+    sign_in(page, bob.email)
+    with page.expect_navigation():
+        page.get_by_test_id("workspace-switcher").select_option(label="Acme")
+    page.goto("/studio/?model=wan2.1-t2v-1.3b")
+    page.get_by_test_id("prompt").fill(PROMPT)
+    page.select_option("#duration", "1")
+    expect(page.get_by_test_id("quote-cap")).to_contain_text("monthly cap")
+    expect(page.get_by_test_id("quote-cap")).to_contain_text(alice.email)
+    screenshot(page, "cap-warning")
+    assert Take.objects.filter(workspace=acme).count() == 0
+
+
+def test_new_pages_in_chinese_at_phone_and_desktop_widths(page: Page, alice, acme, charlie):
+    from unittest import mock
+
+    from generation.curation import choose_take
+    from generation.shots import create_project, create_shot
+    from generation.submission import TakeSpec, submit_takes
+
+    setup_catalog()
+    seed_plans()
+    fund(acme, 200)
+    project = create_project(acme, "纸船 Paper boats with a long project name to wrap")
+    shots = [create_shot(project, title) for title in ("雨夜街道", "Gutter", "Sea")]
+    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt=PROMPT, resolution="480p", duration=1)
+    with mock.patch("workers.tasks.dispatch_takes.delay"):
+        for shot in shots[:2]:
+            [take] = submit_takes(acme, alice, spec, idempotency_key=f"zh-{shot.pk}", shot=shot)
+            Take.objects.filter(pk=take.pk).update(status=TakeStatus.SUCCEEDED, charged=2)
+            take.refresh_from_db()
+            if shot is shots[0]:
+                choose_take(take)
+    sign_in(page, alice.email)
+    with page.expect_navigation():
+        page.get_by_test_id("workspace-switcher").select_option(label="Acme")
+    _to_chinese(page)
+    page.goto("/projects/")
+    expect(page.get_by_test_id("new-project")).to_contain_text("新建项目")
+    screenshot(page, "projects-zh")
+    page.goto(f"/projects/{project.pk}/")
+    expect(page.get_by_test_id("missing-chosen")).to_be_visible()
+    screenshot(page, "storyboard-zh")
+    page.goto(f"/studio/?shot={shots[0].pk}")
+    expect(page.get_by_test_id("draw-again")).to_contain_text("再画一次")
+    screenshot(page, "shot-studio-zh")
+    # The phone menu opens and closes the header.
+    page.set_viewport_size({"width": 390, "height": 800})
+    toggle = page.get_by_test_id("menu-toggle")
+    expect(toggle).to_be_visible()
+    expect(page.get_by_test_id("nav-studio")).to_be_hidden()
+    header = page.locator("header.topbar").bounding_box()
+    assert header["height"] < 80, header
+    toggle.click()
+    expect(page.get_by_test_id("nav-studio")).to_be_visible()
+    page.screenshot(path=str(test_browser.SCREENSHOTS / "menu-zh-mobile.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _to_english(page)
+    page.goto(f"/projects/{project.pk}/")
+    screenshot(page, "storyboard-en")
