@@ -19,6 +19,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import opentimelineio as otio
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -27,6 +28,7 @@ from django.utils.translation import gettext as _
 
 from config import enqueue
 
+from .downloads import download_name
 from .models import Project, RoughCut, RoughCutStatus, Shot, Take, TakeStatus
 from .submission import SubmissionError
 
@@ -160,8 +162,6 @@ def render_rough_cut(cut_id) -> RoughCut | None:
 
 def _render(cut: RoughCut, plan: list[tuple[Shot, Take]], workdir: str):
     """Decode each chosen take, resample, cross-fade, encode one H.264 MP4."""
-    from generation.views import download_name
-
     # The frame most of the chosen takes have (the first one's on a tie); others are fitted.
     sizes = [(t.measured_width or t.width, t.measured_height or t.height) for _s, t in plan]
     width, height = max(sizes, key=lambda size: (sizes.count(size), -sizes.index(size)))
@@ -236,8 +236,6 @@ def _render(cut: RoughCut, plan: list[tuple[Shot, Take]], workdir: str):
 
 def write_timeline(cut: RoughCut, clips: list[dict], fps: int, path: str) -> None:
     """An OpenTimelineIO timeline: one video track, the clips in order, with transitions."""
-    import opentimelineio as otio
-
     timeline = otio.schema.Timeline(name=f"{cut.project.name} — rough cut")
     timeline.global_start_time = otio.opentime.RationalTime(0, fps)
     track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)

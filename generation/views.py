@@ -33,6 +33,7 @@ from workers.media import signed_media_url
 
 from . import shots as shot_actions
 from .curation import choose_take, project_costs, set_favourite, shot_costs
+from .downloads import download_name
 from .lifecycle import TakeActionError, cancel_take
 from .models import TERMINAL, Project, RoughCut, Shot, Take, TakeStatus, VideoModel
 from .queue import queue_positions
@@ -597,24 +598,6 @@ def take_status(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
         # Done: reload the page so the player and the take's actions appear.
         response["HX-Refresh"] = "true"
     return response
-
-
-def download_name(take: Take) -> str:
-    """`<project>-<shot>-take<N>-<seed>.mp4`: N counts the shot's takes in drawing order."""
-    number = (
-        Take.objects.dangerously_unscoped()
-        .filter(shot_id=take.shot_id, created_at__lt=take.created_at)
-        .count()
-        + 1
-    )
-    shot = take.shot
-    parts = [
-        slugify(shot.project.name, allow_unicode=True) or "project",
-        slugify(str(shot), allow_unicode=True)[:60] or f"shot{shot.pk}",
-        f"take{number}",
-        str(take.seed),
-    ]
-    return "-".join(parts) + ".mp4"
 
 
 @login_required

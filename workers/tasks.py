@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from generation import roughcut
+
 from . import dispatch, providers, settlement, sweeper
 
 
@@ -54,6 +56,4 @@ def check_nodes() -> dict[str, str]:
 @shared_task(name="workers.tasks.render_rough_cut")
 def render_rough_cut(cut_id: str) -> bool:
     """Join a project's chosen takes into one MP4 and an OpenTimelineIO timeline."""
-    from generation import roughcut
-
     return roughcut.render_rough_cut(cut_id) is not None
