@@ -20,6 +20,11 @@ from .models import Invitation, Membership, Role, Workspace
 
 class WorkspaceForm(forms.Form):
     name = forms.CharField(max_length=120, label=gettext_lazy("Team name"))
+    switch = forms.BooleanField(
+        required=False,
+        initial=False,
+        label=gettext_lazy("Switch to the new team now (its wallet and projects)"),
+    )
 
 
 class InviteForm(forms.Form):
@@ -68,8 +73,15 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
             success=_("Team created."),
         )
         if workspace is not None:
-            request.session[SESSION_KEY] = workspace.pk
-            return redirect("team")
+            if form.cleaned_data["switch"]:
+                request.session[SESSION_KEY] = workspace.pk
+                return redirect("team")
+            messages.info(
+                request,
+                _("You are still in %(current)s. Switch to %(team)s when you want to work there.")
+                % {"current": request.workspace.name, "team": workspace.name},
+            )
+            return redirect("workspace_list")
     memberships = Membership.objects.filter(user=request.user).select_related("workspace")
     return render(request, "accounts/workspaces.html", {"form": form, "memberships": memberships})
 

@@ -7,4 +7,4 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         # Stripe's tasks and admin live in their own modules; autodiscovery and the admin
         # only import tasks.py and admin.py.
-        from . import stripe_admin, stripe_tasks  # noqa: F401
+        from . import signals, stripe_admin, stripe_tasks  # noqa: F401

@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
 from . import ledger, payments, pricing, reports, stripe_sync
-from .models import CreditPackage, EntryKind, Plan
+from .models import RESOLUTION_ORDER, CreditPackage, EntryKind, Plan, RateCard
 from .plans import live_subscription, plan_for
 
 LEDGER_PAGE = 200
@@ -55,6 +55,13 @@ def billing_page(request: HttpRequest) -> HttpResponse:
             for package in CreditPackage.objects.filter(is_active=True)
         ],
         "can_pay": bool(request.membership and request.membership.can_manage),
+        "payments_enabled": payments.enabled(),
+        "managers": ", ".join(
+            m.user.email
+            for m in workspace.memberships.filter(role__in=("owner", "admin")).select_related(
+                "user"
+            )
+        ),
     }
     return render(request, "billing/billing.html", context)
 
@@ -181,10 +188,40 @@ def pricing_page(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     off_peak = pricing.is_off_peak(now)
     opens = None if off_peak else pricing.next_off_peak_start(now)
+    cards = list(
+        RateCard.objects.filter(is_active=True, video_model__is_active=True).select_related(
+            "video_model"
+        )
+    )
+    resolutions = [r for r in RESOLUTION_ORDER if any(r in c.rates for c in cards)]
+    cheapest = {
+        r: min((c.rates[r] for c in cards if c.rates.get(r)), default=None) for r in resolutions
+    }
     context = {
         "plans": [
-            {"plan": plan, "prices": _prices(plan.prices)}
+            {
+                "plan": plan,
+                "prices": _prices(plan.prices),
+                # What a month of the plan's credits buys at the cheapest rate per resolution.
+                "seconds": [
+                    (r, plan.monthly_credits // cheapest[r])
+                    for r in resolutions
+                    if cheapest[r]
+                    and plan.monthly_credits
+                    and RESOLUTION_ORDER.index(r) <= RESOLUTION_ORDER.index(plan.max_resolution)
+                ],
+            }
             for plan in Plan.objects.filter(is_active=True)
+        ],
+        "rate_resolutions": resolutions,
+        "rates": [
+            {
+                "model": card.video_model,
+                "rates": [card.rates.get(r) for r in resolutions],
+                "draft": card.draft_rate,
+                "draft_resolution": card.video_model.draft_resolution,
+            }
+            for card in sorted(cards, key=lambda c: c.video_model.name)
         ],
         "packages": [
             {"package": package, "prices": _prices(package.prices)}

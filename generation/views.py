@@ -563,7 +563,25 @@ def _grid_context(request: HttpRequest, project: Project | None, shot: Shot | No
 @login_required
 @require_safe
 def take_detail(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
-    take = _take(request, take_id)
+    try:
+        take = _take(request, take_id)
+    except Http404:
+        # A link to a take in another of the user's workspaces offers to switch there;
+        # anyone else still gets a plain 404.
+        elsewhere = (
+            Take.objects.dangerously_unscoped()
+            .filter(pk=take_id, workspace__memberships__user=request.user)
+            .select_related("workspace")
+            .first()
+        )
+        if elsewhere is None:
+            raise
+        return render(
+            request,
+            "generation/switch_to_take.html",
+            {"other": elsewhere.workspace, "next": request.get_full_path()},
+            status=409,
+        )
     inputs = take.inputs()
     return render(
         request,

@@ -253,3 +253,18 @@ def test_download_has_a_readable_name(alice, acme):
     assert response.status_code == 200
     expected = f"paper-boats-shot-1-take1-{take.seed}.mp4"
     assert f'attachment; filename="{expected}"' == response["Content-Disposition"]
+
+
+def test_a_take_link_from_another_of_my_workspaces_offers_to_switch(alice, acme, charlie):
+    fund(acme, 100)
+    client_for(alice, acme).post("/studio/", _form())
+    take = Take.objects.get(workspace=acme)
+    personal = client_for(alice)  # alice, working in her personal workspace
+    response = personal.get(f"/takes/{take.pk}/")
+    assert response.status_code == 409
+    body = response.content.decode()
+    assert 'data-testid="switch-offer"' in body and "Acme" in body
+    switched = personal.post(f"/workspaces/{acme.pk}/switch/", {"next": f"/takes/{take.pk}/"})
+    assert switched["Location"] == f"/takes/{take.pk}/"
+    assert personal.get(f"/takes/{take.pk}/").status_code == 200
+    assert client_for(charlie).get(f"/takes/{take.pk}/").status_code == 404
