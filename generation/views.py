@@ -753,10 +753,12 @@ def take_finalize(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
         except pricing.QuoteError as exc:
             context["problem"] = str(exc)
         else:
+            width, height = frame_size(resolution, draft.aspect_ratio, draft.video_model)
             context.update(
                 quote_context(
                     workspace, request.user, quote, 1, ledger.available_credits(workspace)
-                )
+                ),
+                size=f"{width}×{height}",
             )
     return render(
         request, "generation/finalize.html", context, status=400 if "problem" in context else 200

@@ -201,6 +201,7 @@ def test_finalize_shows_its_quote_and_is_offered_only_when_it_raises_resolution(
     body = confirm.content.decode()
     assert confirm.status_code == 200
     assert 'data-testid="finalize-confirm"' in body and "at 720p" in body
+    assert re.search(r"data-testid=\"quote-size\">(720×\d+|\d+×720)<", body)
     before = wallet(acme).held
     assert Take.objects.filter(workspace=acme).count() == 1  # the GET changed nothing
     response = client.post(f"/takes/{draft.pk}/finalize/")
