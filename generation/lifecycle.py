@@ -38,7 +38,7 @@ from billing import ledger
 from billing.pricing import Quote
 from config import enqueue
 
-from . import reports
+from . import queue, reports
 from .models import (
     ATTEMPT_LIVE,
     IN_FLIGHT,
@@ -131,6 +131,7 @@ def start_attempt(take: Take, target: Any, now: datetime) -> None:
     """Mark a take the dispatcher just claimed (row locked) as sent to `target`, a `Node`
     or a `Provider`, as a new attempt with a fresh secret."""
     is_provider = target.backend_kind != "cog"
+    previously_dispatched_at = take.dispatched_at
     take.status = TakeStatus.DISPATCHING
     take.node = None if is_provider else target
     take.provider = target if is_provider else None
@@ -152,6 +153,7 @@ def start_attempt(take: Take, target: Any, now: datetime) -> None:
             "webhook_secret",
         ]
     )
+    queue.record_usage(take, now, previously_dispatched_at)
 
 
 def requeue(

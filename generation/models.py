@@ -296,6 +296,27 @@ class AttemptStatus(models.TextChoices):
 ATTEMPT_LIVE = (AttemptStatus.SUBMITTED, AttemptStatus.RUNNING)
 
 
+class WorkspaceUsage(WorkspaceOwned):
+    """Seconds of video a workspace has had dispatched in one billing period (starting at
+    `billing.periods.month_start`). The queue's fairness order reads this counter instead
+    of summing the period's takes for every queued row; `generation.queue.record_usage`
+    adds a take's seconds the first time it is dispatched in a period."""
+
+    workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    seconds = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "period_start"], name="usage_one_per_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} since {self.period_start}: {self.seconds} s"
+
+
 class Take(WorkspaceOwned):
     """One draw of a shot: one video, one hold, one charge at most."""
 

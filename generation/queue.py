@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import F, OuterRef, QuerySet, Subquery, Sum, Window
+from django.db.models import F, OuterRef, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from billing import periods, pricing
 
-from .models import Take, TakeStatus
+from .models import Take, TakeStatus, WorkspaceUsage
 
 ORDER = ("-priority", "usage", "created_at", "id")
 
@@ -34,16 +34,32 @@ def _ordering() -> list:
 
 
 def with_usage(queryset: QuerySet, now: datetime) -> QuerySet:
-    """Annotate each take with its workspace's seconds dispatched this period."""
-    usage = (
-        Take.objects.dangerously_unscoped()
-        .filter(workspace=OuterRef("workspace"), dispatched_at__gte=periods.month_start(now))
-        .order_by()
-        .values("workspace")
-        .annotate(seconds=Sum("duration_seconds"))
-        .values("seconds")
+    """Annotate each take with its workspace's seconds dispatched this period (the
+    `WorkspaceUsage` counter: one index lookup per row, not a sum over the period)."""
+    usage = WorkspaceUsage.objects.dangerously_unscoped().filter(
+        workspace=OuterRef("workspace"), period_start=periods.month_start(now)
     )
-    return queryset.annotate(usage=Coalesce(Subquery(usage), 0))
+    return queryset.annotate(usage=Coalesce(Subquery(usage.values("seconds")[:1]), 0))
+
+
+def record_usage(take: Take, now: datetime, previously_dispatched_at: datetime | None) -> None:
+    """Count a take the dispatcher just sent in its workspace's usage of the period, once:
+    a retry in the same period (it was dispatched since the period began) adds nothing."""
+    period = periods.month_start(now)
+    if previously_dispatched_at is not None and previously_dispatched_at >= period:
+        return
+    table = connection.ops.quote_name(WorkspaceUsage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (workspace_id, period_start, seconds) VALUES (%s, %s, %s) "  # noqa: S608
+            f"ON CONFLICT (workspace_id, period_start) "
+            f"DO UPDATE SET seconds = {table}.seconds + excluded.seconds",
+            [
+                take.workspace_id,
+                connection.ops.adapt_datetimefield_value(period),
+                take.duration_seconds,
+            ],
+        )
 
 
 def queue_order(queryset: QuerySet, now: datetime) -> QuerySet:

@@ -3,8 +3,10 @@
 `claim_next()` picks the next queued take and a node for it in one short transaction:
 plan priority class first, then the workspace with the least usage this period, then age;
 never more takes on a node than its slots, never more running takes for a workspace than
-its plan's `max_concurrent_takes`. On PostgreSQL node rows and take rows are claimed with
-`SELECT … FOR UPDATE SKIP LOCKED`, so several dispatchers work side by side; on SQLite,
+its plan's `max_concurrent_takes`. On PostgreSQL take rows and the one node row a claim
+takes a slot on are locked with `SELECT … FOR UPDATE SKIP LOCKED` (free slots are read
+without locks, then re-counted under the chosen node's lock), so several dispatchers work
+side by side instead of queueing behind a lock on every node; on SQLite,
 whose writers are serialized (immediate transactions), the same code runs one at a time.
 
 Upstream providers are claimed the same way: a provider row is a set of slots (its
@@ -139,26 +141,53 @@ def _routes_by_model(
     return result
 
 
+def _free_nodes(skip_nodes: frozenset[int]) -> list[Node]:
+    """Active nodes with a free slot, read without locking them: a claim locks only the
+    node it takes (`_lock_slot`), so dispatchers working side by side do not wait on, or
+    skip, each other's nodes."""
+    active = Node.objects.filter(state=NodeState.ACTIVE).exclude(pk__in=skip_nodes)
+    nodes = list(active.order_by("id"))
+    busy = takes_on_nodes([n.pk for n in nodes])
+    free = []
+    for node in nodes:
+        node.free = node.slots - busy.get(node.pk, 0)
+        if node.free > 0:
+            free.append(node)
+    return free
+
+
+def _lock_slot(targets: list[Node | Provider]) -> Node | Provider | None:
+    """The first target with a slot still free, its row locked (SKIP LOCKED: a node another
+    dispatcher is placing a take on right now is passed over). The node's takes are counted
+    again after the lock, so a slot taken by a claim that committed meanwhile is seen."""
+    for target in targets:
+        if isinstance(target, Provider):
+            return target  # providers are few: `_free_providers` locked them all
+        locked = _locked(
+            Node.objects.filter(pk=target.pk, state=NodeState.ACTIVE).values_list("pk"),
+            skip_locked=True,
+        )
+        if list(locked) and takes_on_nodes([target.pk]).get(target.pk, 0) < target.slots:
+            return target
+    return None
+
+
+def _lock_queued(take: Take) -> Take | None:
+    """The take, row-locked, if it is still queued and no other dispatcher holds it."""
+    locked = _locked(
+        Take.objects.dangerously_unscoped().filter(pk=take.pk, status=TakeStatus.QUEUED),
+        skip_locked=True,
+    )
+    return locked.first()
+
+
 def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | None:
     """Claim one queued take and a node slot for it; None when nothing fits right now.
     `skip_nodes`: nodes that just answered "at capacity" (their slots are busy with work
     we do not know of, e.g. a cancel still on its way)."""
     now = now or timezone.now()
     with transaction.atomic():
-        nodes = list(
-            _locked(
-                Node.objects.filter(state=NodeState.ACTIVE)
-                .exclude(pk__in=skip_nodes)
-                .order_by("id"),
-                skip_locked=True,
-            )
-        )
-        busy = takes_on_nodes([n.pk for n in nodes])
-        free_nodes = []
-        for node in nodes:
-            node.free = node.slots - busy.get(node.pk, 0)
-            if node.free > 0:
-                free_nodes.append(node)
+        free_nodes = _free_nodes(skip_nodes)
         free_providers = _free_providers()
         if not free_nodes and not free_providers:
             return None
@@ -166,18 +195,21 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
         if not candidates_for:
             return None
         queued = eligible_queued(now).filter(video_model_id__in=list(candidates_for))
-        window = list(
-            _locked(queue_order(queued, now), skip_locked=True, of=("self",))[:CLAIM_WINDOW]
-        )
+        # Read without locks: each candidate is locked on its own below, so a claim holds
+        # only the take it places and other dispatchers still see the rest of the window.
+        window = list(queue_order(queued, now)[:CLAIM_WINDOW])
         if not window:
             return None
         full_workspaces: set[int] = set()
         # Only providers are skipped for having turned a take away; nodes use previous_node.
         turned_away = _failed_over([take.pk for take in window]) if free_providers else {}
         plan_of = plans.plans_for({take.workspace_id for take in window})
-        for take in window:
-            if take.workspace_id in full_workspaces:
+        for candidate in window:
+            if candidate.workspace_id in full_workspaces:
                 continue
+            take = _lock_queued(candidate)
+            if take is None:
+                continue  # another dispatcher is placing it, or it left the queue meanwhile
             # The workspace row serializes concurrency checks across dispatchers: count
             # running takes only once it is locked.
             list(_locked(Workspace.objects.filter(pk=take.workspace_id).values_list("pk")))
@@ -199,7 +231,9 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
                     else target.pk in turned_away.get(take.pk, ())
                 )
             ]
-            target = (others or options)[0]
+            target = _lock_slot(others + [t for t in options if t not in others])
+            if target is None:
+                continue  # every slot for this take's model was taken meanwhile
             lifecycle.start_attempt(take, target, now)
             return take
         return None

@@ -19,7 +19,7 @@ from billing.models import PricingSchedule
 from billing.pricing import WindowSpec, set_schedule
 from conftest import make_user
 from generation.models import Take, TakeStatus
-from generation.queue import queue_position, queue_positions
+from generation.queue import queue_position, queue_positions, record_usage
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog, subscribe
 from workers import dispatch
@@ -86,9 +86,12 @@ def _scenario(traveller) -> dict[str, Take]:
     later("free", free_user, free)
     # heavy rendered 5 s this period already; its takes wait behind lighter workspaces.
     later("heavy_done", heavy_user, heavy, count=1)
-    Take.objects.filter(pk=takes.pop("heavy_done").pk).update(
+    done = takes.pop("heavy_done")
+    Take.objects.filter(pk=done.pk).update(
         status=TakeStatus.SUCCEEDED, dispatched_at=timezone.now(), duration_seconds=5
     )
+    done.duration_seconds = 5
+    record_usage(done, timezone.now(), None)  # as the dispatcher counts it
     later("heavy_1", heavy_user, heavy)
     later("off_peak", night_user, night, mode="off_peak")
     later("light_1", light_user, light)

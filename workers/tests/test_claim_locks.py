@@ -1,0 +1,53 @@
+"""A claim locks only the node it takes a slot on (issue 16): while one dispatcher's claim
+is still open, another claims on a different node instead of finding every node locked."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+
+from generation.models import Node, Take, TakeStatus
+from generation.submission import TakeSpec, submit_takes
+from generation.tests.helpers import fund, setup_catalog, subscribe
+from workers import dispatch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_an_open_claim_leaves_the_other_nodes_to_other_dispatchers(alice, acme):
+    first = setup_catalog(base_url="http://127.0.0.1:9")
+    second = Node.objects.create(
+        name="second", pool=first.pool, base_url="http://127.0.0.1:9", auth_token="x"
+    )
+    second.served_models.set(first.served_models.all())
+    fund(acme, 1000)
+    subscribe(acme, "studio")
+    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="two nodes", resolution="480p", duration=1)
+    submit_takes(acme, alice, TakeSpec(**{**spec.__dict__, "count": 2}), idempotency_key="k")
+    claimed, release = threading.Event(), threading.Event()
+    held: dict = {}
+
+    def slow_dispatcher() -> None:
+        try:
+            with transaction.atomic():  # the claim stays open, its locks held
+                held["take"] = dispatch.claim_next()
+                claimed.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=slow_dispatcher)
+    thread.start()
+    try:
+        assert claimed.wait(30)
+        other = dispatch.claim_next()
+    finally:
+        release.set()
+        thread.join()
+    assert held["take"] is not None and other is not None
+    assert {held["take"].node_id, other.node_id} == {first.pk, second.pk}
+    assert Take.objects.filter(status=TakeStatus.DISPATCHING).count() == 2
+    # Both slots are taken now: nothing more fits, however many dispatchers ask.
+    assert dispatch.claim_next() is None
