@@ -1,9 +1,9 @@
 """Signed-in creators browsing the studio while their takes render (bench_studio).
 
 Each simulated user takes one prepared session (BENCH_STUDIO_USERS names the JSON file)
-and, like the page does, polls its take grid every ~2 s; between polls it opens takes,
-checks a take's status and asks for quotes. The bare DRF endpoint is requested at the
-grid's rate by the same users, so both see the same load.
+and, about every 2 s, does one thing: polls its take grid (as the page does while takes
+render), opens a take, checks a take's status or asks for a quote. The bare DRF endpoint
+is requested at the grid's rate by the same users, so both see the same load.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _next = itertools.count()
 
 
 class Creator(FastHttpUser):
-    wait_time = between(0.5, 1.5)
+    wait_time = between(1.5, 2.5)  # about one request every 2 s, as the grid polls
 
     def on_start(self) -> None:
         me = IDENTITIES[next(_next) % len(IDENTITIES)]
