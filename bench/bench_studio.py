@@ -45,11 +45,15 @@ def _seed() -> list[dict]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
+    from config.celery import app
     from conftest import make_user
     from generation.models import Take, TakeStatus
     from generation.submission import TakeSpec, submit_takes
     from generation.tests.helpers import fund, setup_catalog, subscribe
 
+    # Nothing dispatches the seeded takes: their messages go nowhere, not to the broker
+    # that a test suite's workers may be listening on.
+    app.conf.broker_url = "memory://"
     setup_catalog()
     identities = []
     for n in range(USERS):
