@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_workspaces_memberships_invitations'),
-        ('generation', '0005_route_to_providers_and_take_provider_cost'),
+        ('generation', '0006_video_model_size_rule_and_take_live_preview'),
     ]
 
     operations = [
