@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_workspaces_memberships_invitations'),
-        ('generation', '0006_video_model_size_rule_and_take_live_preview'),
+        ('generation', '0007_shots_first_class_and_rough_cuts'),
     ]
 
     operations = [
