@@ -343,7 +343,9 @@ class Take(WorkspaceOwned):
     # Price locked at submission (billing.pricing.Quote.as_dict()) and the hold it placed.
     quote = models.JSONField()
     # None when the quote is free (off-peak on a plan that includes it).
-    hold_id = models.BigIntegerField(null=True, blank=True)
+    hold = models.ForeignKey(
+        "billing.Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="takes"
+    )
     charged = models.PositiveIntegerField(default=0)
     is_favourite = models.BooleanField(default=False)
     # The shot's inputs when this take was drawn (the shot may change later): the worker
