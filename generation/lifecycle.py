@@ -24,6 +24,7 @@ import hmac
 import logging
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -66,7 +67,7 @@ def _lock(take_id: uuid.UUID | str) -> Take | None:
     return (
         _takes()
         .select_for_update(of=("self",))
-        .select_related("provider")
+        .select_related("provider", "node")
         .filter(pk=take_id)
         .first()
     )
@@ -88,21 +89,31 @@ def holding_slot(now: datetime | None = None) -> Q:
 
 
 def _current_job(take: Take):
-    """The take's current attempt at its provider (None on a node)."""
-    if take.provider_id is None:
-        return None
-    return (
-        take.jobs.select_for_update()
-        .filter(attempt=take.attempts, provider_id=take.provider_id)
-        .first()
-    )
+    """The record of the take's current attempt (`workers.ProviderJob`, via `take.jobs`)."""
+    return take.jobs.select_for_update().filter(attempt=take.attempts).first()
 
 
 def _end_job(take: Take, status: str, error: str = "") -> None:
-    if take.provider_id is not None:
-        take.jobs.filter(attempt=take.attempts, status__in=ATTEMPT_LIVE).update(
-            status=status, error=error[:2000], finished_at=timezone.now()
-        )
+    take.jobs.filter(attempt=take.attempts, status__in=ATTEMPT_LIVE).update(
+        status=status, error=error[:2000], finished_at=timezone.now()
+    )
+
+
+def _node_job_delivered(take: Take) -> None:
+    """A node delivered: its attempt succeeded, and cost its GPU seconds at the node's rate."""
+    job = take.jobs.filter(
+        attempt=take.attempts, status__in=ATTEMPT_LIVE, node__isnull=False
+    ).first()
+    if job is None:
+        return
+    now = timezone.now()
+    seconds = Decimal(max(0.0, (now - job.submitted_at).total_seconds()))
+    rate = take.node.cost_per_gpu_second if take.node_id else Decimal(0)
+    take.jobs.filter(pk=job.pk).update(
+        status=AttemptStatus.SUCCEEDED,
+        finished_at=now,
+        cost=(rate * seconds).quantize(Decimal("0.0001")),
+    )
 
 
 def release_take_hold(take: Take, reason: str) -> None:
@@ -168,7 +179,10 @@ def requeue(
             return None
         if not secret_matches(secret, take.webhook_secret):
             return None
-        _end_job(take, AttemptStatus.FAILED_OVER, reason)
+        if counts:
+            _end_job(take, AttemptStatus.FAILED_OVER, reason)
+        else:  # the attempt is given back: it never ran
+            take.jobs.filter(attempt=take.attempts).delete()
         if counts and take.attempts >= settings.TAKE_MAX_ATTEMPTS:
             log.info("take %s failed: out of attempts: %s", take.pk, reason)
             _end(take, TakeStatus.FAILED, f"Gave up after {take.attempts} attempts: {reason}")
@@ -293,6 +307,7 @@ def _accept_output(take: Take, job, state: State) -> None:
 
 
 def _finalize(take: Take) -> None:
+    _node_job_delivered(take)
     take.status = TakeStatus.FINALIZING
     take.progress = 100
     take.lease_expires_at = _lease()

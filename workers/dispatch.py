@@ -318,18 +318,23 @@ def send_take(take: Take) -> None:
     putting the take back (the caller skips that node for a while)."""
     request = request_for(take)
     target = target_of(take)
-    job = None
-    if take.provider_id is not None:
-        job = _jobs().create(
-            take=take, provider=target, attempt=take.attempts, submitted_at=timezone.now()
-        )
+    # The attempt record, on a node or at a provider (time to result, outcome, cost).
+    on_provider = take.provider_id is not None
+    job = _jobs().create(
+        take=take,
+        provider=target if on_provider else None,
+        node=None if on_provider else target,
+        external_id="" if on_provider else str(take.pk),
+        attempt=take.attempts,
+        submitted_at=timezone.now(),
+    )
     with backend_for(target) as backend:
         if not backend.calls_back:
             request = replace(request, webhook_url="")
         state = _send(take, backend, request)
         if state is None:
             return
-        if job is not None:
+        if on_provider:
             _jobs().filter(pk=job.pk).update(external_id=state.external_id)
         lifecycle.apply_state(
             take.pk, state, secret=take.webhook_secret, calls_back=backend.calls_back

@@ -79,12 +79,19 @@ JOB_LIVE = ATTEMPT_LIVE
 
 
 class ProviderJob(WorkspaceOwned):
-    """One attempt of a take at a provider."""
+    """One attempt of a take: on a GPU node (`node`) or at an upstream provider
+    (`provider`); when it was sent, how it ended, what it cost. (Named for its first use;
+    it records node attempts too.)"""
 
     workspace_field = "take__workspace"
 
     take = models.ForeignKey("generation.Take", on_delete=models.CASCADE, related_name="jobs")
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="jobs")
+    provider = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, related_name="jobs", null=True, blank=True
+    )
+    node = models.ForeignKey(
+        "generation.Node", on_delete=models.SET_NULL, related_name="jobs", null=True, blank=True
+    )
     attempt = models.PositiveSmallIntegerField()
     external_id = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.SUBMITTED)
@@ -100,8 +107,12 @@ class ProviderJob(WorkspaceOwned):
             models.UniqueConstraint(
                 fields=["take", "attempt"], name="provider_job_one_per_attempt"
             ),
+            models.CheckConstraint(
+                condition=models.Q(provider__isnull=True) | models.Q(node__isnull=True),
+                name="provider_job_on_a_node_or_at_a_provider",
+            ),
         ]
         indexes = [models.Index(fields=["provider", "submitted_at"], name="provider_job_by_time")]
 
     def __str__(self) -> str:
-        return f"{self.provider} job {self.external_id or '?'} ({self.status})"
+        return f"{self.provider or self.node} job {self.external_id or '?'} ({self.status})"

@@ -1,10 +1,11 @@
-"""Operations figures for upstream providers: how often each one delivers, how fast, and
-what it costs against the credits its takes were charged.
+"""Operations figures per place a take can run — each upstream provider and each GPU node:
+how often its attempts deliver, how fast, and what they cost against the credits their
+takes were charged. Both come from the attempt records (`ProviderJob`).
 
-`provider_stats(since)` feeds the operations page's provider table
-(`templates/ops/_providers.html`). Times are from submission to the provider's result;
-a job the provider turned away (429, 5xx, timeout: the take failed over) counts against its
-success rate, a job the user canceled does not.
+`provider_stats(since)` and `node_stats(since)` feed the operations page's provider and
+node tables (`templates/ops/_providers.html`, `_node_attempts.html`). Times are from
+submission to the result; an attempt turned away (429, 5xx, timeout, a node that went
+silent: the take moved on) counts against the success rate, one the user canceled does not.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from decimal import Decimal
 
 from django.db.models import Sum
 
+from generation.models import Node
+
 from .models import JobStatus, Provider, ProviderJob
 
 
 @dataclass(frozen=True)
 class ProviderStats:
-    provider: Provider
+    """One provider's (or node's: `provider` is then the `Node`) attempts in a period."""
+
+    provider: Provider | Node
     jobs: int
     succeeded: int
     failed: int
@@ -51,46 +56,55 @@ def percentile(values: list[float], share: float) -> float | None:
 
 def provider_stats(since: datetime) -> list[ProviderStats]:
     """One row per provider with jobs submitted since `since`, by name."""
+    return _stats("provider_id", Provider.objects.all(), since)
+
+
+def node_stats(since: datetime) -> list[ProviderStats]:
+    """One row per GPU node with attempts sent since `since`, by name."""
+    return _stats("node_id", Node.objects.all(), since)
+
+
+def _stats(field: str, targets, since: datetime) -> list[ProviderStats]:
     jobs = (
         ProviderJob.objects.dangerously_unscoped()
-        .filter(submitted_at__gte=since)
+        .filter(submitted_at__gte=since, **{f"{field}__isnull": False})
         .exclude(status=JobStatus.CANCELED)
-        .values_list("provider_id", "status", "submitted_at", "finished_at", "cost")
+        .values_list(field, "status", "submitted_at", "finished_at", "cost")
     )
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     durations: dict[int, list[float]] = defaultdict(list)
     costs: dict[int, Decimal] = defaultdict(Decimal)
-    for provider_id, status, submitted_at, finished_at, cost in jobs:
-        counts[provider_id][status] += 1
-        costs[provider_id] += cost
+    for target_id, status, submitted_at, finished_at, cost in jobs:
+        counts[target_id][status] += 1
+        costs[target_id] += cost
         if status == JobStatus.SUCCEEDED and finished_at:
-            durations[provider_id].append((finished_at - submitted_at).total_seconds())
+            durations[target_id].append((finished_at - submitted_at).total_seconds())
     charged = dict(
         ProviderJob.objects.dangerously_unscoped()
-        .filter(submitted_at__gte=since, status=JobStatus.SUCCEEDED)
+        .filter(submitted_at__gte=since, status=JobStatus.SUCCEEDED, **{f"{field}__isnull": False})
         .order_by()
-        .values("provider_id")
+        .values(field)
         .annotate(credits=Sum("take__charged"))
-        .values_list("provider_id", "credits")
+        .values_list(field, "credits")
     )
     rows = []
-    for provider in Provider.objects.filter(pk__in=counts).order_by("name"):
-        seen = counts[provider.pk]
+    for target in targets.filter(pk__in=counts).order_by("name"):
+        seen = counts[target.pk]
         finished = sum(seen[s] for s in (JobStatus.SUCCEEDED, JobStatus.FAILED,
                                          JobStatus.BLOCKED, JobStatus.FAILED_OVER))  # fmt: skip
         rows.append(
             ProviderStats(
-                provider=provider,
+                provider=target,
                 jobs=sum(seen.values()),
                 succeeded=seen[JobStatus.SUCCEEDED],
                 failed=seen[JobStatus.FAILED],
                 blocked=seen[JobStatus.BLOCKED],
                 failed_over=seen[JobStatus.FAILED_OVER],
                 success_rate=seen[JobStatus.SUCCEEDED] / finished if finished else None,
-                p50_seconds=percentile(durations[provider.pk], 0.50),
-                p95_seconds=percentile(durations[provider.pk], 0.95),
-                cost=costs[provider.pk],
-                credits_charged=charged.get(provider.pk) or 0,
+                p50_seconds=percentile(durations[target.pk], 0.50),
+                p95_seconds=percentile(durations[target.pk], 0.95),
+                cost=costs[target.pk],
+                credits_charged=charged.get(target.pk) or 0,
             )
         )
     return rows

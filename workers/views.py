@@ -27,7 +27,7 @@ from django.views.decorators.http import require_safe
 
 from . import ops
 from .media import read_signed_grant
-from .reporting import provider_stats
+from .reporting import node_stats, provider_stats
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 CHUNK = 256 * 1024
@@ -128,5 +128,6 @@ def ops_page(request: HttpRequest) -> HttpResponse:
             "day_charged": sum(h.charged for h in hours),
             "day_gpu_cost": sum(h.gpu_cost for h in hours),
             "provider_stats": provider_stats(timezone.now() - timedelta(days=1)),
+            "node_stats": node_stats(timezone.now() - timedelta(days=1)),
         },
     )

@@ -21,6 +21,7 @@ from conftest import client_for
 from generation.models import TERMINAL, Node, Take, TakeStatus
 from generation.tests.helpers import NODE_TOKEN, fund, png_bytes, subscribe, wallet
 from workers import media
+from workers.models import ProviderJob
 
 from .conftest import start_node, stop_node
 from .live import wait_idle, wait_until
@@ -74,6 +75,14 @@ def test_submitted_take_is_rendered_stored_measured_and_charged_exactly(
     assert hold.status == HoldStatus.SETTLED and hold.charged == 4
     assert settle_entries(take) == 1
     assert (wallet(acme).balance, wallet(acme).held) == (96, 0)
+    # The attempt is recorded: on which node, how it ended, how long it took.
+    [attempt] = ProviderJob.objects.filter(take=take)
+    assert (attempt.node_id, attempt.provider_id, attempt.status) == (
+        take.node_id,
+        None,
+        "succeeded",
+    )
+    assert attempt.finished_at > attempt.submitted_at
     detail = client.get(f"/api/v1/takes/{take.pk}/").json()
     assert detail["status"] == "succeeded" and detail["charged"] == 4
     assert httpx.get(detail["outputs"]["video"]).status_code == 200
@@ -210,6 +219,11 @@ def test_killed_node_mid_render_retries_the_take_on_the_other_node(
     take = Take.objects.get(pk=body["id"])
     assert take.status == TakeStatus.SUCCEEDED, take.error
     assert take.node_id == catalog[1].pk and take.attempts == 2
+    attempts = list(ProviderJob.objects.filter(take=take).order_by("attempt"))
+    assert [(a.node.name, a.status) for a in attempts] == [
+        ("doomed", "failed_over"),
+        (catalog[1].name, "succeeded"),
+    ]
     assert take.charged == 2 and wallet(acme).balance == 98
     assert Node.objects.get(name="doomed").state == "down"
 

@@ -11,12 +11,12 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from conftest import client_for, make_user
-from generation.models import Route, RouteKind, Take, VideoModel
+from generation.models import Node, Route, RouteKind, Take, VideoModel
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog
 from workers import credentials
 from workers.models import JobStatus, Provider, ProviderJob
-from workers.reporting import percentile, provider_stats
+from workers.reporting import node_stats, percentile, provider_stats
 
 pytestmark = pytest.mark.django_db
 PLAINTEXT = "r8_live_0123456789abcdefSECRET"
@@ -205,3 +205,41 @@ def test_provider_stats_report_success_latency_and_cost_against_credits(alice, a
     assert "67%" in html and "20.0 s" in html and "300.0 s" in html
     empty = render_to_string("ops/_providers.html", {"provider_stats": []})
     assert "No provider jobs in this period." in empty
+
+
+def test_node_attempts_are_reported_per_node_like_providers(alice, acme):
+    """Attempts on GPU nodes are recorded like provider jobs; the ops page has per-node
+    figures (success rate, time to result, GPU cost against credits charged)."""
+    node = setup_catalog()
+    other = Node.objects.create(name="gpu-2", pool=node.pool, base_url="http://127.0.0.1:9")
+    fund(acme, 1000)
+    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="tide pools", resolution="480p", duration=2)
+    takes = [submit_takes(acme, alice, spec, idempotency_key=f"node-{i}")[0] for i in range(3)]
+    start = timezone.now() - timedelta(minutes=30)
+    for take, target, status, seconds, attempt in [
+        (takes[0], node, JobStatus.SUCCEEDED, 12, 1),
+        (takes[1], node, JobStatus.FAILED_OVER, 120, 1),
+        (takes[1], other, JobStatus.SUCCEEDED, 30, 2),
+        (takes[2], other, JobStatus.FAILED, 3, 1),
+    ]:
+        ProviderJob.objects.create(
+            take=take,
+            node=target,
+            attempt=attempt,
+            status=status,
+            cost=Decimal("0.5") * seconds if status == JobStatus.SUCCEEDED else 0,
+            submitted_at=start,
+            finished_at=start + timedelta(seconds=seconds),
+        )
+    Take.objects.filter(pk__in=[takes[0].pk, takes[1].pk]).update(charged=4)
+    assert provider_stats(start - timedelta(minutes=1)) == []
+    rows = {row.provider.name: row for row in node_stats(start - timedelta(minutes=1))}
+    first, second = rows[node.name], rows["gpu-2"]
+    assert (first.jobs, first.succeeded, first.failed_over, first.success_rate) == (2, 1, 1, 0.5)
+    assert (first.p50_seconds, first.cost, first.credits_charged) == (12.0, Decimal("6"), 4)
+    assert (second.jobs, second.failed, second.p95_seconds) == (2, 1, 30.0)
+    assert second.margin == Decimal(4) - Decimal("15")
+    html = render_to_string("ops/_node_attempts.html", {"node_stats": list(rows.values())})
+    assert "gpu-2" in html and "50%" in html and "12.0 s" in html
+    empty = render_to_string("ops/_node_attempts.html", {"node_stats": []})
+    assert "No attempts on nodes in this period." in empty
