@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("generation", "0008_take_hold_foreign_key"),
+        ("generation", "0009_take_hold_foreign_key"),
         ("workers", "0002_provider_kind_comfyui"),
     ]
 

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("billing", "0003_ledger_entry_kind_revoke"),
-        ("generation", "0007_shots_first_class_and_rough_cuts"),
+        ("generation", "0008_workspace_usage_counter"),
     ]
 
     operations = [
