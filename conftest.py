@@ -74,7 +74,19 @@ def _fail(service: str, url: str, exc: Exception) -> None:
     )
 
 
+# Outside DEBUG the embedded secrets are refused at start-up (config/startup.py): the
+# suite and the workers and nodes it starts share these test values instead.
+TEST_SECRETS = {
+    "SECRET_KEY": "test-suite-secret-key-not-for-production-0123456789abcdef",
+    "REFERENCE_NODE_TOKEN": "test-suite-node-token",
+}
+
+
 def pytest_sessionstart(session) -> None:
+    for name, value in TEST_SECRETS.items():
+        if os.environ.get(name) in (None, ""):
+            os.environ[name] = value
+            setattr(settings, name, value)
     settings.STATIC_ROOT.mkdir(parents=True, exist_ok=True)
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
@@ -125,6 +137,10 @@ def _frozen_at(request):
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):
+    # Rate-limit counters live in the shared Redis cache: each test starts with none.
+    from django.core.cache import cache
+
+    cache.delete_pattern("*")
     # Media in a per-test folder; a fast password hasher (PBKDF2 dominates otherwise).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MEDIA_ROOT = tmp_path / "media"

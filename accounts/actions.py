@@ -6,7 +6,10 @@ Views, admin and tasks call these; each runs in one transaction and raises
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
@@ -45,6 +48,42 @@ def _owner_count(workspace: Workspace) -> int:
     )
 
 
+def _check_team_creation_limit(user) -> None:
+    """At most TEAMS_PER_USER_PER_DAY new teams in any 24 hours (the user's row is locked,
+    so racing requests count each other)."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    since = timezone.now() - timedelta(days=1)
+    recent = Membership.objects.filter(
+        user=user, role=Role.OWNER, workspace__is_personal=False, workspace__created_at__gte=since
+    ).count()
+    if recent >= settings.TEAMS_PER_USER_PER_DAY:
+        raise WorkspaceActionError(
+            _("You can create at most %(n)d teams a day; try again tomorrow.")
+            % {"n": settings.TEAMS_PER_USER_PER_DAY}
+        )
+
+
+def _check_seats(workspace: Workspace, *, extra: int, exclude_email: str = "") -> None:
+    """Members plus open invitations may not exceed the plan's team seats."""
+    from billing.plans import plan_for
+
+    seats = plan_for(workspace).team_seats
+    members = Membership.objects.filter(workspace=workspace).count()
+    pending = (
+        Invitation.objects.filter(
+            workspace=workspace, accepted_at__isnull=True, revoked_at__isnull=True
+        )
+        .filter(expires_at__gt=timezone.now())
+        .exclude(email=exclude_email)
+        .count()
+    )
+    if members + pending + extra > seats:
+        raise WorkspaceActionError(
+            _("Your plan has %(seats)d team seat(s), all taken; upgrade to add members.")
+            % {"seats": seats}
+        )
+
+
 @transaction.atomic
 def create_workspace(user, name: str, *, personal: bool = False) -> Workspace:
     name = name.strip()
@@ -52,6 +91,8 @@ def create_workspace(user, name: str, *, personal: bool = False) -> Workspace:
         raise WorkspaceActionError(_("A workspace needs a name."))
     if len(name) > 120:
         raise WorkspaceActionError(_("Workspace names are at most 120 characters."))
+    if not personal:
+        _check_team_creation_limit(user)
     workspace = Workspace.objects.create(
         name=name, slug=Workspace.unique_slug(name), is_personal=personal
     )
@@ -79,6 +120,8 @@ def invite_member(workspace: Workspace, email: str, role: str, *, acting_user) -
         raise WorkspaceActionError(_("Personal workspaces cannot have members; create a team."))
     if Membership.objects.filter(workspace=workspace, user__email__iexact=email).exists():
         raise WorkspaceActionError(_("%(email)s is already a member.") % {"email": email})
+    Workspace.objects.select_for_update().filter(pk=workspace.pk).first()  # seats: one at a time
+    _check_seats(workspace, extra=1, exclude_email=email)
     # A fresh invitation replaces any open one for the same address.
     Invitation.objects.filter(
         workspace=workspace, email=email, accepted_at__isnull=True, revoked_at__isnull=True
@@ -107,18 +150,33 @@ def revoke_invitation(invitation: Invitation, *, acting_user) -> None:
     )
 
 
+def has_address(user, email: str, *, verified: bool = False) -> bool:
+    """Whether `email` is one of the user's addresses (verified, when asked), whatever
+    the e-mail verification setting: an invitation goes only to a proven address."""
+    from allauth.account.models import EmailAddress
+
+    addresses = EmailAddress.objects.filter(user=user, email__iexact=email)
+    if verified:
+        return addresses.filter(verified=True).exists()
+    return addresses.exists() or (user.email or "").lower() == email.lower()
+
+
 @transaction.atomic
 def accept_invitation(token: str, user) -> Membership:
     invitation = Invitation.objects.select_for_update().filter(token=token).first()
     if invitation is None or not invitation.is_open:
         raise WorkspaceActionError(_("This invitation is invalid or has expired."))
-    if invitation.email.lower() != (user.email or "").lower():
+    if not has_address(user, invitation.email, verified=True):
         raise WorkspaceActionError(
-            _("This invitation was sent to %(email)s; sign in with that address.")
+            _("This invitation was sent to %(email)s; verify that address to accept it.")
             % {"email": invitation.email}
         )
+    workspace = Workspace.objects.select_for_update().get(pk=invitation.workspace_id)
+    if not Membership.objects.filter(workspace=workspace, user=user).exists():
+        # The invitation itself holds a seat until it is accepted.
+        _check_seats(workspace, extra=1, exclude_email=invitation.email)
     membership, _created = Membership.objects.get_or_create(
-        workspace=invitation.workspace, user=user, defaults={"role": invitation.role}
+        workspace=workspace, user=user, defaults={"role": invitation.role}
     )
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])

@@ -7,6 +7,8 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
+        import config.startup  # noqa: F401  (registers the embedded-secrets check)
+
         from . import signals  # noqa: F401
         from .sites import sync_site
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from billing.ledger import spend_by_member
+from config.throttling import client_ip, retry_after
+from config.validation import POSTGRES_INT_MAX
 
 from . import actions
 from .middleware import SESSION_KEY
@@ -28,7 +33,7 @@ class WorkspaceForm(forms.Form):
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(label=gettext_lazy("E-mail"))
+    email = forms.EmailField(max_length=254, label=gettext_lazy("E-mail"))
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, label=gettext_lazy("Role"))
 
 
@@ -38,8 +43,24 @@ class RoleForm(forms.Form):
 
 class SpendCapForm(forms.Form):
     monthly_spend_cap = forms.IntegerField(
-        min_value=0, required=False, label=gettext_lazy("Monthly cap (credits)")
+        min_value=0,
+        max_value=POSTGRES_INT_MAX,
+        required=False,
+        label=gettext_lazy("Monthly cap (credits)"),
     )
+
+
+def safe_next(request: HttpRequest, target: str | None, fallback: str = "home") -> str:
+    """`target` if it is a path or URL on this site, else the fallback: no open redirects."""
+    if (
+        target
+        and target.startswith("/")
+        and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+    ):
+        return target
+    return reverse(fallback)
 
 
 def _team_membership(request: HttpRequest, membership_id: int) -> Membership:
@@ -92,14 +113,24 @@ def switch_workspace(request: HttpRequest, workspace_id: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace.objects.for_user(request.user), pk=workspace_id)
     request.session[SESSION_KEY] = workspace.pk
     messages.success(request, _("Switched to %(name)s.") % {"name": workspace.name})
-    return redirect(request.POST.get("next") or "home")
+    return HttpResponseRedirect(safe_next(request, request.POST.get("next")))
 
 
 @login_required
 def team(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace
     invite_form = InviteForm(request.POST or None)
+    wait = None
     if request.method == "POST" and invite_form.is_valid():
+        wait = retry_after(
+            ("invite-user", request.user.pk, settings.RATE_LIMIT_INVITE),
+            ("invite-ip", client_ip(request), settings.RATE_LIMIT_INVITE),
+        )
+        if wait:
+            messages.error(
+                request, _("Too many invitations; try again in %(n)d seconds.") % {"n": wait}
+            )
+    if request.method == "POST" and invite_form.is_valid() and not wait:
         _run(
             request,
             actions.invite_member,
@@ -127,7 +158,10 @@ def team(request: HttpRequest) -> HttpResponse:
         "roles": Role.choices,
         "can_manage": can_manage,
     }
-    return render(request, "accounts/team.html", context)
+    response = render(request, "accounts/team.html", context, status=429 if wait else 200)
+    if wait:
+        response["Retry-After"] = str(wait)
+    return response
 
 
 @login_required
@@ -215,8 +249,9 @@ def leave(request: HttpRequest) -> HttpResponse:
 @login_required
 def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
     invitation = Invitation.objects.select_related("workspace").filter(token=token).first()
-    # Only the addressee may see an invitation; to anyone else it does not exist.
-    if invitation is None or invitation.email.lower() != (request.user.email or "").lower():
+    # Only the addressee may see an invitation; to anyone else it does not exist. Accepting
+    # it needs that address verified (the action checks).
+    if invitation is None or not actions.has_address(request.user, invitation.email):
         raise Http404
     if request.method == "POST":
         membership = _run(

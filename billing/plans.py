@@ -231,8 +231,11 @@ def grant_plan_period_credits(now: datetime | None = None) -> int:
 
 
 def grant_daily_free(workspace, plan: Plan, *, now: datetime | None = None) -> CreditLot | None:
-    """Today's free credits for one workspace (once per local day, expiring at midnight)."""
+    """Today's free credits for one personal workspace (once per local day, expiring at
+    midnight). Teams get none: free credits are per person, not per workspace made."""
     if not plan.daily_free_credits:
+        return None
+    if not Workspace.objects.filter(pk=workspace.pk, is_personal=True).exists():
         return None
     now = now or timezone.now()
     day_start, day_end = day_bounds(now)
@@ -249,7 +252,8 @@ def grant_daily_free(workspace, plan: Plan, *, now: datetime | None = None) -> C
 
 
 def grant_daily_free_credits(now: datetime | None = None) -> int:
-    """Daily free credits for every workspace whose plan includes them; returns new grants."""
+    """Daily free credits for every personal workspace whose plan includes them (one per
+    user: a user has one personal workspace); returns new grants."""
     now = now or timezone.now()
     today = now.astimezone(billing_time_zone()).date().isoformat()
     live = {
@@ -266,7 +270,8 @@ def grant_daily_free_credits(now: datetime | None = None) -> int:
         .values_list("idempotency_key", flat=True)
     }
     granted = 0
-    for workspace_id in Workspace.objects.order_by("pk").values_list("pk", flat=True).iterator():
+    personal = Workspace.objects.filter(is_personal=True).order_by("pk")
+    for workspace_id in personal.values_list("pk", flat=True).iterator():
         plan = live.get(workspace_id, free)
         if not plan.daily_free_credits or str(workspace_id) in done:
             continue

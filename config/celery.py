@@ -8,6 +8,7 @@ drive (a redelivered message re-reads the row and finds the work done or still d
 import os
 
 from celery import Celery
+from celery.signals import beat_init, worker_init
 from django.conf import settings
 from kombu import Queue
 
@@ -26,6 +27,16 @@ app.conf.task_routes = {
     "billing.tasks.*": {"queue": "billing"},
 }
 app.conf.broker_connection_retry_on_startup = True
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_embedded_secrets(**kwargs) -> None:
+    from config.startup import refuse_embedded_secrets
+
+    refuse_embedded_secrets()
+
+
 app.conf.worker_hijack_root_logger = False
 
 # Beat: the sweepers. Each entry names a task that exists; later issues add theirs here.

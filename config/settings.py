@@ -47,6 +47,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
+# The embedded default is refused outside DEBUG (config/startup.py).
 SECRET_KEY = env_str("SECRET_KEY", "embedded-insecure-key-change-me-in-production-0123456789")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "allauth",
     "allauth.account",
     "accounts",
@@ -75,6 +77,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "config.middleware.EdgeHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -147,6 +151,18 @@ ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PUBLIC_BASE_URL.startswith("https") else "http"
+# Failed sign-ins count per account *and* client IP (accounts/adapter.py), so a stranger
+# cannot lock a real user out; every limit counts in the shared cache.
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/300s/key",
+    "signup": "20/m/ip,60/h/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    "manage_email": "10/m/user",
+    "change_password": "5/m/user",
+}
 
 EMAIL_URL = env_str("EMAIL_URL", "console://")
 if EMAIL_URL.startswith("smtp"):
@@ -168,6 +184,8 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Retake <noreply@retake.local
 
 # How long an invitation link stays valid.
 INVITATION_TTL_HOURS = env_int("INVITATION_TTL_HOURS", 72)
+# Teams a user may create in any 24 hours (personal workspaces do not count).
+TEAMS_PER_USER_PER_DAY = env_int("TEAMS_PER_USER_PER_DAY", 3)
 
 # --- i18n -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -219,10 +237,35 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_MANIFEST_STRICT = False
 SIGNED_URL_TTL_SECONDS = env_int("SIGNED_URL_TTL_SECONDS", 900)
+# Media is never mounted as a folder: files go out through expiring links only. Behind
+# nginx, set this to its internal location (platform/nginx/retake.conf: /_media/) and
+# nginx streams the files (and byte ranges) after Django has checked the link.
+MEDIA_ACCEL_REDIRECT = env_str("MEDIA_ACCEL_REDIRECT", "")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 
-# --- Celery -----------------------------------------------------------------------------
+# --- Cache and rate limits ---------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
+# Rate limits and allauth's counters live in the cache, so every process shares them: Redis
+# (django-redis) whenever REDIS_URL is set; local memory only in the embedded mode.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": env_str("CACHE_URL") or REDIS_URL,
+            "KEY_PREFIX": "retake-cache",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 3, "SOCKET_TIMEOUT": 3},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Take submissions per user and per workspace: a burst and a sustained rate ("count/period",
+# period s, m, h, d or e.g. 300s). Over either, the answer is 429 with Retry-After.
+RATE_LIMIT_SUBMIT_BURST = env_str("RATE_LIMIT_SUBMIT_BURST", "20/m")
+RATE_LIMIT_SUBMIT_SUSTAINED = env_str("RATE_LIMIT_SUBMIT_SUSTAINED", "300/h")
+# Invitations sent, per user and per client IP.
+RATE_LIMIT_INVITE = env_str("RATE_LIMIT_INVITE", "20/h")
+
+# --- Celery -----------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 # The longest hard time limit of any task; the broker's visibility timeout must exceed it,
@@ -288,19 +331,57 @@ PAST_DUE_GRACE_DAYS = env_int("PAST_DUE_GRACE_DAYS", 7)
 
 # --- Security (production values make `check --deploy` clean) --------------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+# Cookies are Secure whenever DEBUG is off (SECURE_COOKIES=0 turns that off explicitly).
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY") else None
+# Behind the proxy, the client's address is the last X-Forwarded-For entry (allauth's
+# limits and ours key on it).
+ALLAUTH_TRUSTED_PROXY_COUNT = 1 if env_bool("BEHIND_PROXY") else 0
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and styles only from our own static files,
+# no inline ones anywhere (tests/test_csp.py keeps templates clean). Media may also come
+# from the S3 endpoint, whose presigned URLs the pages embed.
+_MEDIA_ORIGINS = []
+if STORAGE_BACKEND == "s3":
+    from urllib.parse import urlsplit as _urlsplit
+
+    _endpoint = env_str("S3_ENDPOINT_URL")
+    _MEDIA_ORIGINS = (
+        [f"{_urlsplit(_endpoint).scheme}://{_urlsplit(_endpoint).netloc}"]
+        if _endpoint
+        else ["https://*.amazonaws.com"]
+    )
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:", *_MEDIA_ORIGINS],
+        "media-src": ["'self'", "blob:", *_MEDIA_ORIGINS],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # One validation layer (config/validation.py): strict JSON, one error shape.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.validation.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "config.validation.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -393,3 +474,8 @@ _RETRY_DEFAULT = "5,30,120,600,1800,3600,7200,14400,36000,36000"
 WEBHOOK_RETRY_DELAYS = [int(s) for s in env_list("WEBHOOK_RETRY_DELAYS", _RETRY_DEFAULT)]
 WEBHOOK_DISABLE_AFTER_HOURS = env_int("WEBHOOK_DISABLE_AFTER_HOURS", 72)
 WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", False)
+# The longest a provider's output may take to download (a slow trickle is cut off).
+PROVIDER_OUTPUT_MAX_SECONDS = env_int("PROVIDER_OUTPUT_MAX_SECONDS", 600)
+# Hosts (`host` or `host:port`) provider outputs may be fetched from over http or at a
+# private address; everything else must be https on a public address (workers/outbound.py).
+OUTBOUND_TRUSTED_HOSTS = env_list("OUTBOUND_TRUSTED_HOSTS", "")

@@ -1,5 +1,3 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 
@@ -17,8 +15,5 @@ urlpatterns = [
     path("", include("workers.urls")),
     path("", include("api.urls")),
 ]
-
-if settings.STORAGE_BACKEND == "filesystem" and settings.DEBUG:
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
 handler404 = "api.views.not_found"

@@ -336,13 +336,19 @@ def output_collected(take_id: uuid.UUID | str, secret: str, name: str) -> bool:
         return True
 
 
-def attach_upload(take_id: uuid.UUID | str, node_ids: list[int], name: str) -> bool:
+def attach_upload(take_id: uuid.UUID | str, node_ids: list[int], name: str, *, secret: str) -> bool:
     """A node PUT the output of a take it runs to ingest, stored as `name`: remember it
     (the completed webhook then finalizes the take). False, and the file is deleted, if
-    the take is not live on one of `node_ids` any more."""
+    the take is not live on one of `node_ids` any more, or `secret` is not its current
+    attempt's."""
     with transaction.atomic():
         take = _lock(take_id)
-        if take is None or take.node_id not in node_ids or take.status not in IN_FLIGHT:
+        if (
+            take is None
+            or not secret_matches(secret, take.webhook_secret)
+            or take.node_id not in node_ids
+            or take.status not in IN_FLIGHT
+        ):
             transaction.on_commit(lambda: default_storage.delete(name))
             return False
         old = take.output_original

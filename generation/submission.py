@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from billing import ledger, plans, pricing
 from config import enqueue
+from config.validation import has_lone_surrogate
 
 from .models import (
     RESOLUTION_SHORT_SIDE,
@@ -188,6 +189,10 @@ def _validate(
         raise SubmissionError(_("Unknown model %(slug)s.") % {"slug": spec.model}, "model")
     if spec.mode not in pricing.Mode.values:
         raise SubmissionError(_("Unknown mode %(mode)s.") % {"mode": spec.mode}, "mode")
+    for field in ("prompt", "negative_prompt"):
+        text = getattr(spec, field)
+        if "\x00" in text or has_lone_surrogate(text):
+            raise SubmissionError(_("The text holds characters that cannot be stored."), field)
     prompt = spec.prompt.strip()
     if not prompt:
         raise SubmissionError(_("Describe the shot: the prompt is empty."), "prompt")
@@ -195,6 +200,12 @@ def _validate(
         raise SubmissionError(
             _("The prompt is longer than %(n)d characters.") % {"n": video_model.max_prompt_length},
             "prompt",
+        )
+    if len(spec.negative_prompt) > video_model.max_prompt_length:
+        raise SubmissionError(
+            _("The negative prompt is longer than %(n)d characters.")
+            % {"n": video_model.max_prompt_length},
+            "negative_prompt",
         )
     if has_image and not video_model.supports_image_to_video:
         raise SubmissionError(

@@ -29,6 +29,8 @@ from django.views.decorators.http import require_POST, require_safe
 from accounts.models import Membership
 from billing import ledger, payments, plans, pricing
 from billing.models import CreditPackage
+from config.throttling import submission_retry_after
+from config.validation import POSTGRES_BIGINT_MAX
 from workers.media import signed_media_url
 
 from . import shots as shot_actions
@@ -38,6 +40,7 @@ from .lifecycle import TakeActionError, cancel_take
 from .models import TERMINAL, Project, RoughCut, Shot, Take, TakeStatus, VideoModel
 from .queue import queue_positions
 from .roughcut import start_rough_cut
+from .serializers import TakeSpecSerializer, validated
 from .submission import (
     RESOLUTION_RANK,
     SubmissionError,
@@ -76,37 +79,24 @@ def _project(request: HttpRequest, project_id) -> Project:
         project_id = int(project_id)
     except (TypeError, ValueError) as exc:
         raise Http404 from exc
+    if not 0 < project_id <= POSTGRES_BIGINT_MAX:
+        raise Http404
     project = Project.objects.for_workspace(_workspace(request)).filter(pk=project_id).first()
     if project is None:
         raise Http404
     return project
 
 
-def _int(data, name: str, default: int | None = None) -> int | None:
-    raw = data.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except (TypeError, ValueError) as exc:
-        raise SubmissionError(_("Enter a whole number."), name) from exc
+def spec_from(data) -> tuple[TakeSpec, dict]:
+    """A TakeSpec from the studio form's fields (a random seed unless one is fixed), and
+    the other validated fields; raises SubmissionError naming the field at fault."""
+    form = validated(TakeSpecSerializer(data=data))
+    return form.spec(use_seed=data.get("seed_mode") == "fixed"), form.validated_data
 
 
-def spec_from(data) -> TakeSpec:
-    """A TakeSpec from the studio form's fields (a random seed unless one is fixed)."""
-    seed = _int(data, "seed") if data.get("seed_mode") == "fixed" else None
-    return TakeSpec(
-        model=str(data.get("model", "")),
-        prompt=str(data.get("prompt", "")),
-        negative_prompt=str(data.get("negative_prompt", "")),
-        resolution=str(data.get("resolution", "")),
-        duration=_int(data, "duration", 0),
-        aspect_ratio=str(data.get("aspect_ratio", "")),
-        fps=_int(data, "fps"),
-        count=_int(data, "count", 1),
-        mode=str(data.get("mode") or pricing.Mode.STANDARD),
-        seed=seed,
-    )
+def _printable(value: str) -> str:
+    """A submitted value to show back in the form: without NUL, bounded."""
+    return value.replace("\x00", "")[:20_000]
 
 
 def model_options(video_model: VideoModel, plan) -> dict:
@@ -245,10 +235,25 @@ def studio(request: HttpRequest) -> HttpResponse:
     if shot_id:
         shot = _shot(request, shot_id)
     if request.method == "POST":
+        wait = submission_retry_after(request)
+        if wait:
+            # Over the submission rate: say when to come back, write nothing.
+            context = _studio_context(
+                request,
+                {key: _printable(request.POST.get(key, "")) for key in request.POST},
+                error=SubmissionError(
+                    _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
+                ),
+            )
+            context.update(_grid_context(request, None))
+            response = render(request, "generation/studio.html", context, status=429)
+            response["Retry-After"] = str(wait)
+            return response
         try:
+            spec, fields = spec_from(request.POST)
             project = None
-            if request.POST.get("project") and shot is None:
-                project = _project(request, request.POST["project"])
+            if fields.get("project") and shot is None:
+                project = _project(request, fields["project"])
             source = None
             if request.POST.get("from_take"):
                 try:
@@ -258,8 +263,8 @@ def studio(request: HttpRequest) -> HttpResponse:
             takes = submit_takes(
                 workspace,
                 request.user,
-                spec_from(request.POST),
-                idempotency_key=request.POST.get("idempotency_key", ""),
+                spec,
+                idempotency_key=fields["idempotency_key"],
                 image=request.FILES.get("image"),
                 project=project,
                 last_frame=request.FILES.get("last_frame"),
@@ -269,7 +274,7 @@ def studio(request: HttpRequest) -> HttpResponse:
                 references_from=source,
             )
         except SubmissionError as exc:
-            initial = {key: request.POST.get(key, "") for key in request.POST}
+            initial = {key: _printable(request.POST.get(key, "")) for key in request.POST}
             context = _studio_context(request, initial, error=exc, shot=shot)
             context.update(_grid_context(request, None, shot=shot))
             return render(request, "generation/studio.html", context, status=exc.status)
@@ -293,14 +298,23 @@ def shot_draw(request: HttpRequest, shot_id: int) -> HttpResponse:
     if not settings_ or not shot.prompt:
         messages.error(request, _("Draw this shot once with the form first."))
         return redirect(f"{reverse('studio')}?shot={shot.pk}")
+    wait = submission_retry_after(request)
+    if wait:
+        # Over the submission rate: say when to come back, write nothing.
+        message = _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
+        response = HttpResponse(message, status=429, content_type="text/plain")
+        response["Retry-After"] = str(wait)
+        return response
     data = {**settings_, "prompt": shot.prompt, "negative_prompt": shot.negative_prompt}
     data.pop("seed", None)
+    data["idempotency_key"] = request.POST.get("idempotency_key", "")
     try:
+        spec, fields = spec_from(data)
         takes = submit_takes(
             _workspace(request),
             request.user,
-            spec_from(data),
-            idempotency_key=request.POST.get("idempotency_key", ""),
+            spec,
+            idempotency_key=fields["idempotency_key"],
             shot=shot,
         )
     except SubmissionError as exc:
@@ -318,10 +332,16 @@ def shot_draw(request: HttpRequest, shot_id: int) -> HttpResponse:
 def studio_options(request: HttpRequest) -> HttpResponse:
     """The model-dependent inputs, swapped in when the model changes."""
     workspace = _workspace(request)
-    video_model = VideoModel.objects.filter(slug=request.GET.get("model"), is_active=True).first()
+    try:
+        slug = validated(TakeSpecSerializer(data={"model": request.GET.get("model", "")}))
+    except SubmissionError as exc:
+        raise Http404 from exc
+    video_model = VideoModel.objects.filter(
+        slug=slug.validated_data["model"], is_active=True
+    ).first()
     if video_model is None:
         raise Http404
-    initial = {key: request.GET.get(key, "") for key in request.GET}
+    initial = {key: _printable(request.GET.get(key, "")) for key in request.GET}
     response = render(
         request,
         "generation/_model_options.html",
@@ -339,7 +359,7 @@ def studio_quote(request: HttpRequest) -> HttpResponse:
     available = ledger.available_credits(workspace)
     context: dict = {"available": available, "needs_prompt": False}
     try:
-        spec = spec_from(request.GET)
+        spec, _fields = spec_from(request.GET)
         if not spec.prompt.strip():
             # Price what the settings would cost; the prompt is asked for separately.
             context["needs_prompt"] = True
@@ -720,6 +740,13 @@ def take_finalize(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
     POST: finalize. Offered only when it renders a higher resolution than the draft."""
     draft = _take(request, take_id)
     if request.method == "POST":
+        wait = submission_retry_after(request)
+        if wait:
+            # Over the submission rate: say when to come back, write nothing.
+            message = _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
+            response = HttpResponse(message, status=429, content_type="text/plain")
+            response["Retry-After"] = str(wait)
+            return response
         try:
             final = finalize_take(draft, request.user, idempotency_key=f"finalize:{draft.pk}")
         except SubmissionError as exc:

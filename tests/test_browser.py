@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -71,9 +72,23 @@ def page(browser: Browser, live_server) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Anything the Content-Security-Policy refused (an inline script, style or handler).
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     yield page
     assert not errors, f"JavaScript errors: {errors}"
     context.close()
+
+
+def wait_for_js(page: Page, expression: str, timeout: float = 15) -> None:
+    """Poll a JavaScript expression until it is true. (Playwright's wait_for_function
+    compiles its predicate inside the page, which the CSP forbids: no 'unsafe-eval'.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        time.sleep(0.1)
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -176,9 +191,7 @@ def test_sign_up_generate_two_takes_watch_play_compare_download_and_see_the_char
     player = page.get_by_test_id("player")
     assert player.evaluate("v => v.canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
     player.evaluate("v => { v.muted = true; return v.play(); }")
-    page.wait_for_function(
-        "document.querySelector('[data-testid=player]').currentTime > 0.2", timeout=15_000
-    )
+    wait_for_js(page, "document.querySelector('[data-testid=player]').currentTime > 0.2")
     screenshot(page, "take")
 
     # Download the original.
@@ -196,10 +209,10 @@ def test_sign_up_generate_two_takes_watch_play_compare_download_and_see_the_char
     page.wait_for_url(re.compile(r"/studio/compare/"))
     expect(page.get_by_test_id("compare-video")).to_have_count(2)
     page.get_by_test_id("play-all").click()
-    page.wait_for_function(
+    wait_for_js(
+        page,
         "[...document.querySelectorAll('[data-testid=compare-video]')]"
         ".every(v => v.currentTime > 0.2)",
-        timeout=15_000,
     )
     times = page.evaluate(
         "[...document.querySelectorAll('[data-testid=compare-video]')].map(v => v.currentTime)"

@@ -1,7 +1,9 @@
 """docker-compose.yml can't run here (no Docker engine), so check that it can't rot:
 every command a service runs must exist in this project."""
 
+import importlib
 import importlib.util
+import re
 import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,10 +54,9 @@ def _assert_command_exists(argv: list[str], workdir: Path) -> None:
             assert (workdir / "predict.py").is_file(), "the node image has no predict.py"
             assert (workdir / ".cog" / "openapi_schema.json").is_file()
             if "--upload-url" in argv:
-                upload = urlsplit(argv[argv.index("--upload-url") + 1]).path
-                match = resolve(
-                    upload.replace("${REFERENCE_NODE_TOKEN:-", "").replace("}", "") + "x.mp4"
-                )
+                upload = argv[argv.index("--upload-url") + 1]
+                upload = urlsplit(re.sub(r"\$\{REFERENCE_NODE_TOKEN:[-?][^}]*\}", "t", upload))
+                match = resolve(upload.path + "x.mp4")
                 assert match.url_name == "ingest", f"{upload} is not the ingest endpoint"
     elif program == "python" and argv[1] == "-c":
         compile(argv[2], "<healthcheck>", "exec")

@@ -2,6 +2,7 @@
 group started by `manage.py runstack` (what `make run` execs) and stopped by Ctrl-C."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,10 @@ def _manage(env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def stack_log_now(tmp_path: Path) -> str:
+    return (tmp_path / "stack.log").read_text()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -98,6 +103,19 @@ def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_
                 time.sleep(0.3)
         assert node_status == "READY", (tmp_path / "stack.log").read_text()
 
+        # A child that dies is restarted; the rest of the stack keeps running.
+        worker_pid = int(re.search(r"started worker \(pid (\d+)\)", stack_log_now(tmp_path))[1])
+        os.kill(worker_pid, signal.SIGKILL)
+        restarted = None
+        while time.monotonic() < deadline + 30 and restarted is None:
+            pids = re.findall(r"started worker \(pid (\d+)\)", stack_log_now(tmp_path))
+            restarted = next((int(p) for p in pids if int(p) != worker_pid), None)
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            time.sleep(0.3)
+        assert restarted, stack_log_now(tmp_path)
+        assert f"worker (pid {worker_pid}) exited with -9" in stack_log_now(tmp_path)
+        assert stack.poll() is None, "the stack stopped when one child died"
+
         # The worker shares the filesystem broker: a task sent from another process is consumed.
         queue = tmp_path / "broker" / "queue"
         _manage(
@@ -125,3 +143,28 @@ def test_one_command_runs_the_platform_without_services_and_ctrl_c_stops_it(tmp_
     # Everything the embedded stack writes stays in its var folder.
     assert not (Path(settings.BASE_DIR) / "control").exists(), "the broker wrote to the checkout"
     assert stack.returncode == 0, (tmp_path / "stack.log").read_text()
+
+
+def test_the_supervisor_restarts_a_dying_child_with_backoff_and_leaves_the_rest():
+    from workers.management.commands.runstack import Child, Supervisor
+
+    lines: list[str] = []
+    dying = Child("dying", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), ".")
+    steady = Child("steady", [sys.executable, "-c", "import time; time.sleep(60)"], {}, ".")
+    supervisor = Supervisor([dying, steady], lines.append, max_backoff=2)
+    supervisor.start_all()
+    steady_pid = steady.proc.pid
+    try:
+        deadline = time.monotonic() + 8
+        while dying.restarts < 3 and time.monotonic() < deadline:
+            supervisor.check()
+            time.sleep(0.05)
+    finally:
+        supervisor.stop()
+        supervisor.shutdown(timeout=5)
+    exits = [line for line in lines if line.startswith("dying")]
+    assert dying.restarts >= 3, lines
+    assert "exited with 3" in exits[0] and "restarting it in 1 s" in exits[0]
+    assert "restarting it in 2 s" in exits[1] and "restarting it in 2 s" in exits[2], exits
+    assert steady.proc.pid == steady_pid and not any(line.startswith("steady (") for line in lines)
+    assert steady.proc.poll() is not None, "shutdown stops every child"

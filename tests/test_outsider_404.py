@@ -37,6 +37,9 @@ def _bob_membership(world: World) -> int:
 
 
 def _open_invitation(world: World) -> int:
+    from generation.tests.helpers import subscribe
+
+    subscribe(world.acme, "studio")  # seats to invite into
     return actions.invite_member(
         world.acme, "dana@example.com", "member", acting_user=world.alice
     ).pk
@@ -45,6 +48,9 @@ def _open_invitation(world: World) -> int:
 def _invitation_for_alice(world: World) -> str:
     owner = make_user("olga@example.com")
     other = actions.create_workspace(owner, "Other team")
+    from generation.tests.helpers import subscribe
+
+    subscribe(other, "studio")
     return actions.invite_member(other, world.alice.email, "member", acting_user=owner).token
 
 
@@ -182,3 +188,56 @@ def test_outsider_gets_404_for_every_object_url(route, alice, acme, bob, charlie
     insider = client_for(alice, acme)
     statuses = {insider.get(path).status_code, insider.post(path).status_code}
     assert statuses != {404}, f"{path} is a 404 for its owner too: the walk proves nothing"
+
+
+# --- media: no path is served, links are opaque, expire and cannot be forged -------------
+
+
+@pytest.fixture
+def alice_file(alice, acme) -> str:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    take_id = _alice_take(World(alice=alice, acme=acme, bob=None, charlie=None))
+    return default_storage.save(f"takes/{take_id}/original.mp4", ContentFile(b"alice's video"))
+
+
+def _link_path(url: str) -> str:
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["original.mp4", "video.mp4", "poster.jpg", "preview.mp4"])
+def test_no_media_path_serves_a_file_to_anyone(alice_file, charlie, client, kind):
+    folder = alice_file.rsplit("/", 1)[0]
+    for path in (f"/media/{alice_file}", f"/media/{folder}/{kind}"):
+        assert client.get(path).status_code == 404, path
+        assert client_for(charlie).get(path).status_code == 404, path
+
+
+@pytest.mark.django_db
+def test_signed_links_expired_tampered_or_foreign_serve_nothing(alice_file, charlie, client):
+    import time_machine
+
+    from workers.media import signed_media_url
+
+    with time_machine.travel("2026-03-01 12:00:00Z", tick=False) as clock:
+        good = _link_path(signed_media_url(alice_file, ttl=60))
+        assert client.get(good).status_code == 200
+        clock.shift(61)
+        expired = client_for(charlie).get(good)
+        assert expired.status_code == 403 and b"expired" in expired.content
+    token = good.rstrip("/").rsplit("/", 1)[1]
+    for forged in (
+        token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"),
+        token[:40],
+        token + "x",
+        "not-a-token",
+    ):
+        response = client_for(charlie).get(f"/media/signed/{forged}/")
+        assert response.status_code == 403, forged
+        assert b"alice's video" not in response.content
+    # A link is minted only for a take of the session's workspace: charlie gets none.
+    take_id = alice_file.split("/")[1]
+    assert client_for(charlie).get(f"/takes/{take_id}/download/").status_code == 404
+    assert client_for(charlie).get(f"/api/takes/{take_id}/").status_code == 404

@@ -281,6 +281,7 @@ def request_for(take: Take) -> Request:
             media.data_url(inputs["last_frame_image"]) if inputs["last_frame_image"] else None
         ),
         webhook_url=webhook_url(take),
+        secret=take.webhook_secret,
         extra=dict(extra or {}),
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 import uuid
 
 import httpx
@@ -20,6 +21,7 @@ from django.core.files.storage import default_storage
 from generation import lifecycle
 from generation.models import IN_FLIGHT, Take
 
+from . import outbound
 from .backends import PermanentBackendError, TransientBackendError
 from .models import JobStatus, ProviderJob
 
@@ -30,12 +32,11 @@ CHUNK = 1024 * 1024
 def _download(url: str, name: str) -> str:
     """Stream a provider's output into storage; raises a backend error if it cannot."""
     limit = settings.PROVIDER_OUTPUT_MAX_BYTES
+    deadline = time.monotonic() + settings.PROVIDER_OUTPUT_MAX_SECONDS
     with tempfile.TemporaryFile() as spool:
         size = 0
         try:
-            with httpx.stream(
-                "GET", url, timeout=settings.PROVIDER_TIMEOUT_SECONDS, follow_redirects=True
-            ) as response:
+            with outbound.stream_get(url, timeout=settings.PROVIDER_TIMEOUT_SECONDS) as response:
                 if response.status_code >= 500:
                     raise TransientBackendError(f"output download: {response.status_code}")
                 if response.status_code >= 400:
@@ -46,7 +47,11 @@ def _download(url: str, name: str) -> str:
                     size += len(chunk)
                     if size > limit:
                         raise PermanentBackendError("the provider's output is too large")
+                    if time.monotonic() > deadline:
+                        raise TransientBackendError("output download took too long")
                     spool.write(chunk)
+        except outbound.UnsafeURL as exc:
+            raise PermanentBackendError(f"the provider's output URL is refused: {exc}") from exc
         except httpx.HTTPError as exc:
             raise TransientBackendError(f"output download failed ({exc})") from exc
         spool.seek(0)

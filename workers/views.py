@@ -8,9 +8,10 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO
+from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import (
     FileResponse,
@@ -26,7 +27,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
 from . import ops
-from .media import read_signed_grant
+from .media import LinkExpired, LinkInvalid, read_signed_grant
 from .reporting import node_stats, provider_stats
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -35,15 +36,18 @@ CHUNK = 256 * 1024
 
 @require_safe
 def signed_media(request: HttpRequest, token: str) -> HttpResponse | StreamingHttpResponse:
-    """Stream a stored file to whoever holds a valid, unexpired signed link (no login).
+    """Serve a stored file to whoever holds a valid, unexpired link (no login).
 
-    Honours a single `Range` request, so browsers can seek in a video they play from it.
+    Behind nginx (`MEDIA_ACCEL_REDIRECT` set) the answer is an `X-Accel-Redirect` to its
+    internal media location, and nginx streams the file and its byte ranges; otherwise the
+    file is streamed from the storage here, honouring a single `Range` request so browsers
+    can seek in a video they play from it.
     """
     try:
         name, download_name = read_signed_grant(token)
-    except signing.SignatureExpired:
+    except LinkExpired:
         return HttpResponseForbidden("This link has expired.")
-    except signing.BadSignature:
+    except LinkInvalid:
         return HttpResponseForbidden("This link is not valid.")
     return stream_stored_file(request, name, download_name=download_name)
 
@@ -52,10 +56,22 @@ def stream_stored_file(
     request: HttpRequest, name: str, content_type: str | None = None, *, download_name: str = ""
 ) -> HttpResponse | StreamingHttpResponse:
     """Stream a stored file, honouring a single `Range` request (206 / 416); with
-    `download_name`, as an attachment under that name."""
+    `download_name`, as an attachment under that name. Behind nginx
+    (`MEDIA_ACCEL_REDIRECT`), hand it over with `X-Accel-Redirect` instead: nginx then
+    serves the file and its ranges."""
+    content_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    accel = settings.MEDIA_ACCEL_REDIRECT
+    if accel and settings.STORAGE_BACKEND == "filesystem":
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = accel.rstrip("/") + "/" + quote(name)
+        response["Cache-Control"] = "private, max-age=300"
+        if download_name:
+            response["Content-Disposition"] = content_disposition_header(
+                as_attachment=True, filename=download_name
+            )
+        return response
     if not default_storage.exists(name):
         raise Http404("No such file.")
-    content_type = content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     handle = default_storage.open(name, "rb")
     size = handle.size
     wanted = BYTE_RANGE.match(request.headers.get("Range", "").strip())

@@ -3,13 +3,15 @@ output upload (ingest).
 
 Webhooks carry the take's per-attempt secret in the path (Cog cannot sign them; providers'
 own signatures, like Replicate's, are checked as well by their backend's `parse_webhook`).
-Uploads carry the node's token in the path (Cog's uploader sends no credentials of its own,
-only `X-Prediction-ID`, our take id). Both compare secrets in constant time, and an
-unknown, stale or forged call gets a 404 and changes nothing.
+Uploads carry the node's token in the path and the attempt's secret in `X-Prediction-ID`
+(Cog's uploader sends no credentials of its own; the prediction id is ours to choose). Both
+compare secrets in constant time, and an unknown, stale or forged call gets a 404 and
+changes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 
@@ -22,10 +24,12 @@ from django.utils.text import get_valid_filename
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from config.startup import DOCUMENTED_NODE_TOKEN
 from generation import lifecycle
 from generation.models import IN_FLIGHT, Node, Take
 
 from .backends import WebhookRejected, backend_for
+from .backends.cog import parse_prediction_id
 from .credentials import CredentialError
 from .dispatch import target_of
 
@@ -71,16 +75,22 @@ def nodes_for_token(token: str) -> list[int]:
 @csrf_exempt
 @require_http_methods(["PUT"])
 def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
-    node_ids = nodes_for_token(token)
-    take_id = request.headers.get("X-Prediction-ID", "")
+    """A node's output upload: the node's token in the path, and in `X-Prediction-ID` the
+    take id with its attempt's secret (`backends.cog.prediction_id`), so a node token alone
+    cannot write into any take. The demo token the README prints works only with DEBUG."""
+    if not settings.DEBUG and token == DOCUMENTED_NODE_TOKEN:
+        return JsonResponse({"detail": "not found"}, status=404)
+    take_id, secret = parse_prediction_id(request.headers.get("X-Prediction-ID", ""))
     try:
         take_uuid = uuid.UUID(take_id)
     except ValueError:
         return JsonResponse({"detail": "not found"}, status=404)
+    node_ids = nodes_for_token(token)
     live = Take.objects.dangerously_unscoped().filter(
         pk=take_uuid, node_id__in=node_ids, status__in=IN_FLIGHT
     )
-    if not node_ids or not live.exists():
+    take = live.only("webhook_secret").first()
+    if not node_ids or take is None or not lifecycle.secret_matches(secret, take.webhook_secret):
         return JsonResponse({"detail": "not found"}, status=404)
     if filename.endswith(PREVIEW_SUFFIX):
         return _ingest_preview(request, take_uuid, node_ids)
@@ -92,12 +102,15 @@ def ingest(request: HttpRequest, token: str, filename: str) -> HttpResponse:
                 return JsonResponse({"detail": "file too large"}, status=413)
             spool.write(chunk)
         spool.seek(0)
-        safe = get_valid_filename(filename) or "output.mp4"
-        name = default_storage.save(f"takes/{take_uuid}/{uuid.uuid4().hex[:8]}-{safe}", File(spool))
-    if not lifecycle.attach_upload(take_uuid, node_ids, name):
+        # Named by us: the uploaded file's name carries the attempt's secret.
+        extension = os.path.splitext(get_valid_filename(filename) or "")[1][:8] or ".mp4"
+        name = default_storage.save(
+            f"takes/{take_uuid}/{uuid.uuid4().hex[:8]}-output{extension}", File(spool)
+        )
+    if not lifecycle.attach_upload(take_uuid, node_ids, name, secret=secret):
         return JsonResponse({"detail": "not found"}, status=404)
     response = HttpResponse(status=201)
-    response["Location"] = f"{settings.PUBLIC_BASE_URL}/ingested/{take_id}/{filename}"
+    response["Location"] = f"{settings.PUBLIC_BASE_URL}/ingested/{take_id}/"
     return response
 
 

@@ -15,6 +15,15 @@ from conftest import client_for, make_user
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _seats(request):
+    """Acme on a plan with seats to invite into (Free has one: its owner)."""
+    if "acme" in request.fixturenames:
+        from generation.tests.helpers import subscribe
+
+        subscribe(request.getfixturevalue("acme"), "studio")
+
+
 def test_invite_by_email_and_accept(alice, acme, django_capture_on_commit_callbacks):
     client = client_for(alice, acme)
     with django_capture_on_commit_callbacks(execute=True):

@@ -75,6 +75,8 @@ class Request:
     image: str | None = None
     last_frame: str | None = None
     webhook_url: str = ""
+    # The attempt's secret (also in webhook_url): a node's uploads must carry it.
+    secret: str = ""
     # Backend-specific fields merged in (a node's or a route's `extra_input`).
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -145,6 +145,25 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)[:500]
 
 
+def prediction_id(take_id: object, secret: str) -> str:
+    """The id a take's attempt runs under on a node: the take id and the attempt's secret.
+
+    Cog's uploader sends no credentials, only `X-Prediction-ID`, so carrying the secret in
+    the id is what lets the ingest endpoint tell the attempt's own upload from anyone
+    holding the node's token. (Letters, digits, `-` and `_` only: the reference node names
+    its files after the id.)
+    """
+    return f"{take_id}_{secret}"
+
+
+def parse_prediction_id(value: str) -> tuple[str, str]:
+    """(take id, secret) from a prediction id; ("", "") if it has no secret."""
+    take_id, sep, secret = value.partition("_")
+    if len(take_id) != 36 or not sep or not secret:
+        return "", ""
+    return take_id, secret
+
+
 def parse_progress(logs: str | None) -> int | None:
     """The latest `progress: N%` the predictor printed (0-100), or None if none yet."""
     if not logs:
@@ -225,7 +244,8 @@ def state_of(prediction: dict[str, Any]) -> State:
 
 
 class CogBackend(Backend):
-    """A GPU node: the prediction id is the take id, outcomes arrive by webhook."""
+    """A GPU node: the prediction id is the take id and the attempt's secret
+    (`prediction_id`), outcomes arrive by webhook."""
 
     kind = "cog"
 
@@ -234,21 +254,23 @@ class CogBackend(Backend):
         self.client = client_for(node.base_url, node.auth_token)
 
     def submit(self, request: Request) -> State:
+        prediction = prediction_id(request.take_id, request.secret)
         return state_of(
             self.client.submit(
-                request.take_id, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
+                prediction, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
             )
         )
 
     def status(self, request: Request, external_id: str) -> State:
+        prediction = prediction_id(request.take_id, request.secret)
         return state_of(
             self.client.poll(
-                request.take_id, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
+                prediction, prediction_input(request), request.webhook_url, DISPATCH_EVENTS
             )
         )
 
     def cancel(self, request: Request, external_id: str) -> bool:
-        return self.client.cancel(request.take_id)
+        return self.client.cancel(prediction_id(request.take_id, request.secret))
 
     def health(self) -> str:
         return self.client.health()

@@ -160,10 +160,11 @@ def start_node(
     python: str = sys.executable,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    port: int | None = None,
 ) -> tuple[str, subprocess.Popen]:
     """Start a node exactly as runstack does (the reference one unless told otherwise) and
     wait until it is READY (`wait=False`: return at once, then call `wait_started`)."""
-    port = free_port()
+    port = port or free_port()
     bin_dir = str(Path(python).parent)
     environ = {
         **os.environ,
@@ -254,8 +255,10 @@ def fake_servers(reference: ModuleType) -> Iterator[dict]:
 
 
 @pytest.fixture
-def fakes(fake_servers: dict) -> dict:
-    """The fake providers, with no jobs, calls or queued faults left from other tests."""
+def fakes(fake_servers: dict, settings) -> dict:
+    """The fake providers, with no jobs, calls or queued faults left from other tests
+    (their outputs are on 127.0.0.1 over http: trusted here, as an on-premises host)."""
+    settings.OUTBOUND_TRUSTED_HOSTS = ["127.0.0.1"]
     for fake in fake_servers.values():
         fake.reset()
     return fake_servers

@@ -77,6 +77,8 @@ class Workers:
             "NODE_TIMEOUT_SECONDS": "3",
             "RETAKE_VAR_DIR": str(tmp),
             "LOG_LEVEL": "WARNING",
+            # The local fake providers serve their outputs from 127.0.0.1 over http.
+            "OUTBOUND_TRUSTED_HOSTS": "127.0.0.1",
         }
         self.tmp = tmp
         self.procs: list[subprocess.Popen] = []
