@@ -12,6 +12,7 @@ from PIL import Image
 from conftest import client_for
 from generation.models import Node, Take, TakeStatus
 from generation.tests.helpers import NODE_TOKEN, fund, setup_catalog
+from workers.backends.cog import prediction_id
 
 pytestmark = pytest.mark.django_db
 
@@ -43,12 +44,16 @@ def running(alice, acme):
     return take, node, client
 
 
-def put_preview(client, take_id, body: bytes, token: str = NODE_TOKEN):
+def put_preview(client, take_id, body: bytes, token: str = NODE_TOKEN, secret: str | None = None):
+    """PUT as a node does: the prediction id carries the attempt's secret."""
+    if secret is None:
+        secret = Take.objects.get(pk=take_id).webhook_secret
+    prediction = prediction_id(take_id, secret)
     return client.put(
-        f"/ingest/{token}/{take_id}.preview.webp",
+        f"/ingest/{token}/{prediction}.preview.webp",
         data=body,
         content_type="image/webp",
-        headers={"X-Prediction-ID": str(take_id)},
+        headers={"X-Prediction-ID": prediction},
     )
 
 
@@ -81,6 +86,7 @@ def test_previews_from_another_node_a_wrong_token_or_a_finished_take_are_refused
     )
     assert put_preview(client, take.pk, webp(), token="other-token").status_code == 404
     assert put_preview(client, take.pk, webp(), token="wrong-token").status_code == 404
+    assert put_preview(client, take.pk, webp(), secret="not-the-attempts").status_code == 404
     Take.objects.filter(pk=take.pk).update(node=other)
     assert put_preview(client, take.pk, webp()).status_code == 404
     Take.objects.filter(pk=take.pk).update(node=node, status=TakeStatus.SUCCEEDED)
