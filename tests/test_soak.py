@@ -108,7 +108,6 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
         pytest.fail("the soak test needs redis-server (apt-get install redis-server)")
     # Submissions happen here; the platform's own beat dispatches them.
     monkeypatch.setattr("workers.tasks.dispatch_takes.delay", lambda *a, **k: None)
-    monkeypatch.setattr("workers.tasks.cancel_on_node.delay", lambda *a, **k: None)
     rng = random.Random(SOAK_SEED)
     redis = Redis(tmp_path)
     redis.start()
