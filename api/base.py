@@ -7,6 +7,8 @@ from rest_framework import viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 
+from config.throttling import SubmissionThrottle
+
 from .auth import ApiKeyAuthentication, SessionAuthentication, WorkspaceAccess
 from .errors import ApiError, openai_exception_handler, v1_exception_handler
 from .throttles import BurstRateThrottle, SustainedRateThrottle, rate_limit_headers
@@ -34,6 +36,15 @@ class ApiViewSet(viewsets.GenericViewSet):
     permission_classes = [WorkspaceAccess]
     throttle_classes = [BurstRateThrottle, SustainedRateThrottle]
     pagination_class = NewestFirst
+    # Actions that create takes: also under the per-user and per-workspace submission
+    # rates the studio has (config/throttling.py), whatever the key's own rate.
+    submission_actions: tuple[str, ...] = ()
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        if self.action in self.submission_actions:
+            throttles.append(SubmissionThrottle())
+        return throttles
 
     @property
     def workspace(self):

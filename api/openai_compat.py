@@ -255,6 +255,7 @@ def _reference(value) -> SimpleUploadedFile | None:
 
 
 class VideoViewSet(OpenAIViewSet):
+    submission_actions = ("create",)
     pagination_class = None
     serializer_class = VideoSerializer
 

@@ -1,5 +1,6 @@
 """Routes of the public API: `/api/v1/` (REST, OpenAPI) and `/v1/` (OpenAI-compatible)."""
 
+from csp.decorators import csp_update
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
@@ -26,7 +27,15 @@ urlpatterns = [
         name="api_webhook_redeliver",
     ),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("api/v1/docs/", SpectacularRedocView.as_view(url_name="api_schema"), name="api_docs"),
+    # Redoc (vendored) styles itself with <style> elements it injects: the one page whose
+    # policy allows inline styles. Scripts stay 'self' only (no inline script here).
+    path(
+        "api/v1/docs/",
+        csp_update({"style-src": ["'unsafe-inline'"]})(
+            SpectacularRedocView.as_view(url_name="api_schema")
+        ),
+        name="api_docs",
+    ),
     path("api/v1/models/", v1.ModelViewSet.as_view({"get": "list"}), name="api_models"),
     path("api/v1/quotes/", v1.QuoteViewSet.as_view({"post": "create"}), name="api_quotes"),
     path("api/v1/takes/", takes.as_view({"get": "list", "post": "create"}), name="api_v1_takes"),

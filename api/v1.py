@@ -127,6 +127,7 @@ class TakeFilterSerializer(serializers.Serializer):
 class TakeViewSet(ApiViewSet):
     serializer_class = s.TakeSerializer
     lookup_url_kwarg = "take_id"
+    submission_actions = ("create", "finalize")
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

@@ -45,7 +45,7 @@ def _submit(client, key: str):
         "duration": 1,
         "idempotency_key": key,
     }
-    return client.post("/api/takes/", json.dumps(body), content_type="application/json")
+    return client.post("/api/v1/takes/", json.dumps(body), content_type="application/json")
 
 
 # --- the shared cache -------------------------------------------------------------------

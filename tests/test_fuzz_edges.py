@@ -120,10 +120,10 @@ class World:
 
 # (method, url template, kind, fields): kind "json", "form" or "query".
 TARGETS = [
-    ("POST", "/api/takes/", "json", SUBMIT_FIELDS),
-    ("POST", "/api/takes/", "form", SUBMIT_FIELDS),
-    ("POST", "/api/takes/{take}/finalize/", "json", ["resolution", "idempotency_key"]),
-    ("POST", "/api/takes/{take}/cancel/", "json", ["x"]),
+    ("POST", "/api/v1/takes/", "json", SUBMIT_FIELDS),
+    ("POST", "/api/v1/takes/", "form", SUBMIT_FIELDS),
+    ("POST", "/api/v1/takes/{take}/finalize/", "json", ["resolution", "idempotency_key"]),
+    ("POST", "/api/v1/takes/{take}/cancel/", "json", ["x"]),
     ("POST", "/studio/", "form", SUBMIT_FIELDS),
     ("GET", "/studio/", "query", ["from", "seed", "model", "mode"]),
     ("GET", "/studio/quote/", "query", [*SUBMIT_FIELDS, "has_image", "has_last_frame"]),

@@ -240,4 +240,4 @@ def test_signed_links_expired_tampered_or_foreign_serve_nothing(alice_file, char
     # A link is minted only for a take of the session's workspace: charlie gets none.
     take_id = alice_file.split("/")[1]
     assert client_for(charlie).get(f"/takes/{take_id}/download/").status_code == 404
-    assert client_for(charlie).get(f"/api/takes/{take_id}/").status_code == 404
+    assert client_for(charlie).get(f"/api/v1/takes/{take_id}/").status_code == 404
