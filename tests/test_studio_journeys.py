@@ -24,7 +24,7 @@ from conftest import make_user
 from generation.models import Project, RoughCut, Shot, Take, TakeStatus
 from generation.tests.helpers import fund, setup_catalog, subscribe
 from tests import test_browser
-from tests.test_browser import PASSWORD, screenshot, sign_in
+from tests.test_browser import PASSWORD, screenshot, sign_in, wait_for_js
 
 # The browser fixtures of test_browser, shared by name.
 browser = test_browser.browser
@@ -137,9 +137,7 @@ def test_draw_a_shot_five_times_keep_one_from_the_lightbox_and_finalize_after_co
         final.resolution == "720p" and str(final.seed) == page.get_by_test_id("seed").inner_text()
     )
     assert before - available_credits(workspace) == price  # held at the quoted price
-    page.wait_for_function(
-        "document.querySelector('[data-testid=player]') !== null", timeout=90_000
-    )
+    wait_for_js(page, "document.querySelector('[data-testid=player]') !== null", timeout=90)
     shot.refresh_from_db()
     assert shot.chosen_take_id == final.pk
     expect(page.get_by_test_id("chosen-badge")).to_be_visible()
