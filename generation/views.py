@@ -289,6 +289,14 @@ def studio(request: HttpRequest) -> HttpResponse:
     return render(request, "generation/studio.html", context)
 
 
+def _too_many_submissions(wait: int) -> HttpResponse:
+    """Over the submission rate: a 429 saying when to come back; nothing was written."""
+    message = _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
+    response = HttpResponse(message, status=429, content_type="text/plain")
+    response["Retry-After"] = str(wait)
+    return response
+
+
 @login_required
 @require_POST
 def shot_draw(request: HttpRequest, shot_id: int) -> HttpResponse:
@@ -300,11 +308,7 @@ def shot_draw(request: HttpRequest, shot_id: int) -> HttpResponse:
         return redirect(f"{reverse('studio')}?shot={shot.pk}")
     wait = submission_retry_after(request)
     if wait:
-        # Over the submission rate: say when to come back, write nothing.
-        message = _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
-        response = HttpResponse(message, status=429, content_type="text/plain")
-        response["Retry-After"] = str(wait)
-        return response
+        return _too_many_submissions(wait)
     data = {**settings_, "prompt": shot.prompt, "negative_prompt": shot.negative_prompt}
     data.pop("seed", None)
     data["idempotency_key"] = request.POST.get("idempotency_key", "")
@@ -742,11 +746,7 @@ def take_finalize(request: HttpRequest, take_id: uuid.UUID) -> HttpResponse:
     if request.method == "POST":
         wait = submission_retry_after(request)
         if wait:
-            # Over the submission rate: say when to come back, write nothing.
-            message = _("Too many submissions; try again in %(n)d seconds.") % {"n": wait}
-            response = HttpResponse(message, status=429, content_type="text/plain")
-            response["Retry-After"] = str(wait)
-            return response
+            return _too_many_submissions(wait)
         try:
             final = finalize_take(draft, request.user, idempotency_key=f"finalize:{draft.pk}")
         except SubmissionError as exc:
