@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core import mail
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from accounts.models import Membership
 from billing.demo import PACKAGES, seed_plans
@@ -86,9 +87,21 @@ def wait_for_js(page: Page, expression: str, timeout: float = 15) -> None:
     """Poll a JavaScript expression until it is true. (Playwright's wait_for_function
     compiles its predicate inside the page, which the CSP forbids: no 'unsafe-eval'.)"""
     deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
+    while not _evaluate_across_navigation(page, expression):
         assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
         time.sleep(0.1)
+
+
+def _evaluate_across_navigation(page: Page, expression: str):
+    """The expression's value, or False while the page is navigating (a take's page reloads
+    itself when the take finishes, which destroys the context an evaluate runs in)."""
+    try:
+        return page.evaluate(expression)
+    except PlaywrightError as exc:
+        if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+            raise
+        page.wait_for_load_state()
+        return False
 
 
 def screenshot(page: Page, name: str) -> None:
