@@ -393,7 +393,6 @@ def place_hold(
     member=None,
     api_key=None,
     reason: str = "",
-    expires_at: datetime | None = None,
 ) -> Hold:
     """Reserve credits before a take runs, pinning the lots they come from.
 
@@ -402,8 +401,7 @@ def place_hold(
     """
     _check_positive(amount, _("A hold"))
     _check_key(idempotency_key)
-    _check_aware(expires_at, _("The hold's expiry"))
-    args = (workspace, amount, idempotency_key, member, reason[:500], expires_at, api_key)
+    args = (workspace, amount, idempotency_key, member, reason[:500], api_key)
     if _set_based():
         # Refusals come back as values from a transaction that wrote nothing, so no
         # savepoint is needed for the caller's transaction to survive them.
@@ -468,7 +466,7 @@ def _caps_refusal(workspace, member, member_cap, api_key, amount, now) -> Ledger
 
 
 def _place_hold_set_based(
-    workspace, amount, key, member, reason, expires_at, api_key=None
+    workspace, amount, key, member, reason, api_key=None
 ) -> Hold | LedgerError:
     """Two statements: lock the wallet if its balance covers the hold, then one statement
     that inserts the hold (unless the key is taken or too few credits are usable now),
@@ -499,7 +497,6 @@ def _place_hold_set_based(
         "member": getattr(member, "pk", None),
         "api_key": getattr(api_key, "pk", None),
         "reason": reason,
-        "expires_at": expires_at,
         "now": now,
         "key": key,
         "balance_after": balance - amount,
@@ -516,9 +513,9 @@ def _place_hold_set_based(
             SELECT COALESCE(MAX(upto), 0) AS available FROM usable
         ), new_hold AS (
             INSERT INTO {hold} (wallet_id, workspace_id, amount, status, charged, member_id,
-                                api_key_id, reason, expires_at, created_at, idempotency_key)
+                                api_key_id, reason, created_at, idempotency_key)
             SELECT %(wallet)s, %(workspace)s, %(amount)s, 'pending', 0, %(member)s,
-                   %(api_key)s, %(reason)s, %(expires_at)s, %(now)s, %(key)s
+                   %(api_key)s, %(reason)s, %(now)s, %(key)s
             FROM enough WHERE available >= %(amount)s
             ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING id
@@ -560,7 +557,6 @@ def _place_hold_set_based(
         member_id=params["member"],
         api_key_id=params["api_key"],
         reason=reason,
-        expires_at=expires_at,
         created_at=now,
         idempotency_key=key,
     )
@@ -569,7 +565,7 @@ def _place_hold_set_based(
     return hold
 
 
-def _place_hold(workspace, amount, key, member, reason, expires_at, api_key=None) -> Hold:
+def _place_hold(workspace, amount, key, member, reason, api_key=None) -> Hold:
     """The portable hold, five statements without a member: debit the wallet (its row
     lock), insert the hold, insert its allocations from the usable lots in consumption
     order, take them out of those lots, insert the entry."""
@@ -594,7 +590,6 @@ def _place_hold(workspace, amount, key, member, reason, expires_at, api_key=None
         member=member,
         api_key=api_key,
         reason=reason[:500],
-        expires_at=expires_at,
         created_at=now,
         idempotency_key=key,
     )
@@ -941,32 +936,6 @@ def release_hold(hold: Hold | int, *, idempotency_key: str, reason: str = "") ->
     )
 
 
-def expire_holds(now: datetime | None = None) -> int:
-    """Release, as expired, pending holds whose `expires_at` has passed."""
-    now = now or timezone.now()
-    ids = list(
-        Hold.objects.dangerously_unscoped()
-        .filter(status=HoldStatus.PENDING, expires_at__lte=now)
-        .values_list("pk", flat=True)
-    )
-    count = 0
-    for hold_id in ids:
-        with transaction.atomic():
-            try:
-                _close_hold(
-                    hold_id,
-                    0,
-                    key=f"hold-expiry:{hold_id}",
-                    kind=EntryKind.RELEASE,
-                    final_status=HoldStatus.EXPIRED,
-                    reason="hold expired",
-                )
-            except LedgerError:
-                continue  # settled or released meanwhile
-        count += 1
-    return count
-
-
 # --- expiry ------------------------------------------------------------------------------
 
 
@@ -1152,8 +1121,7 @@ def audit_wallet(wallet: Wallet, *, now: datetime | None = None) -> list[str]:
     for hold in pending.annotate(pinned=Sum("allocations__amount")):
         if hold.pinned != hold.amount:
             problems.append(f"pending hold #{hold.pk} pins {hold.pinned} of {hold.amount}")
-        overdue = hold.expires_at and hold.expires_at <= now - timedelta(hours=1)
-        if overdue or hold.created_at <= now - timedelta(hours=grace):
+        if hold.created_at <= now - timedelta(hours=grace):
             problems.append(f"pending hold #{hold.pk} is orphaned (open since {hold.created_at})")
     for hold in holds.filter(status=HoldStatus.SETTLED):
         paid = (

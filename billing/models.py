@@ -266,11 +266,12 @@ class HoldStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
     SETTLED = "settled", _("Settled")
     RELEASED = "released", _("Released")
-    EXPIRED = "expired", _("Expired")
 
 
 class Hold(WorkspaceOwned):
-    """Credits reserved before a take runs: pending, then settled, released or expired."""
+    """Credits reserved before a take runs: pending, then settled or released. A hold has no
+    expiry of its own: the take that owns it ends it (an expired off-peak take releases it),
+    and `ledger_audit` reports one left pending past its grace as orphaned."""
 
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="holds")
     workspace = models.ForeignKey("accounts.Workspace", on_delete=models.CASCADE, related_name="+")
@@ -285,9 +286,6 @@ class Hold(WorkspaceOwned):
         "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.CharField(max_length=500, blank=True)
-    expires_at = models.DateTimeField(
-        null=True, blank=True, help_text=_("Released as expired by beat if still pending then.")
-    )
     created_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, unique=True)
