@@ -3,7 +3,7 @@ studio's JSON readers share. The endpoints themselves live in the `api` app."""
 
 from __future__ import annotations
 
-from workers.media import signed_media_url
+from config.media_links import signed_media_url
 
 from .models import Take, TakeStatus
 from .queue import queue_position

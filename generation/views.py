@@ -29,9 +29,9 @@ from django.views.decorators.http import require_POST, require_safe
 from accounts.models import Membership
 from billing import ledger, payments, plans, pricing
 from billing.models import CreditPackage
+from config.media_links import signed_media_url
 from config.throttling import submission_retry_after
 from config.validation import POSTGRES_BIGINT_MAX
-from workers.media import signed_media_url
 
 from . import shots as shot_actions
 from .curation import choose_take, project_costs, set_favourite, shot_costs

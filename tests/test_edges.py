@@ -23,6 +23,7 @@ from django.urls import clear_url_caches
 
 from accounts import actions
 from accounts.models import Membership
+from config.media_links import signed_media_url
 from conftest import client_for, make_user
 from generation.models import Shot, Submission, Take, TakeStatus
 from generation.submission import TakeSpec, submit_takes
@@ -30,7 +31,6 @@ from generation.tests.helpers import NODE_TOKEN, fund, setup_catalog, subscribe
 from workers import outbound, providers
 from workers.backends import PermanentBackendError
 from workers.backends.cog import prediction_id
-from workers.media import signed_media_url
 
 pytestmark = pytest.mark.django_db
 

@@ -219,7 +219,7 @@ def test_no_media_path_serves_a_file_to_anyone(alice_file, charlie, client, kind
 def test_signed_links_expired_tampered_or_foreign_serve_nothing(alice_file, charlie, client):
     import time_machine
 
-    from workers.media import signed_media_url
+    from config.media_links import signed_media_url
 
     with time_machine.travel("2026-03-01 12:00:00Z", tick=False) as clock:
         good = _link_path(signed_media_url(alice_file, ttl=60))

@@ -2,30 +2,23 @@
 
 `probe` measures it (billing charges the measured duration, never what a node claims),
 `make_poster` and `make_preview` make the cheap gallery assets, `apply_watermark` burns the
-"Retake" mark into outputs of plans that carry one, and `signed_media_url` hands out
-expiring links to originals.
+"Retake" mark into outputs of plans that carry one. Expiring download links are made
+by `config.media_links`.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import mimetypes
 import os
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any
 
 import av
 import numpy as np
-from cryptography.fernet import Fernet, InvalidToken
-from django.conf import settings
 from django.core.files.storage import default_storage
-from django.urls import reverse
-from django.utils.crypto import salted_hmac
-from django.utils.http import content_disposition_header
 from PIL import Image, ImageDraw, ImageFont
 
 Source = str | os.PathLike | IO[bytes]
@@ -41,7 +34,6 @@ WATERMARK_TEXT = "Retake"
 # One thread, and x264's C macroblock-tree functions (its SIMD ones vary run to run): the
 # same original always gives the same preview and watermarked file (see the reference node).
 DETERMINISTIC_X264 = {"threads": "1", "x264-params": "cpu-independent=1"}
-SIGNED_URL_SALT = "workers.media.signed-url"
 
 
 class MediaError(Exception):
@@ -308,65 +300,6 @@ def _stamp(pixels: np.ndarray, overlay: tuple[int, int, np.ndarray, np.ndarray])
     pixels = pixels.copy()
     pixels[y : y + h, x : x + w] = (region * (1 - alpha) + rgb * alpha).astype(np.uint8)
     return pixels
-
-
-def _link_cipher() -> Fernet:
-    """The key of download links: derived from SECRET_KEY, so rotating it ends every link."""
-    key = salted_hmac(SIGNED_URL_SALT, "fernet-key", algorithm="sha256").digest()
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
-def signed_media_url(name: str, ttl: int | None = None, *, download_name: str = "") -> str:
-    """An absolute URL that serves the stored file `name` for `ttl` seconds, no login needed.
-
-    On S3 it is the bucket's own presigned URL; otherwise an opaque token for the
-    `signed_media` view: the storage name, download name and expiry encrypted (Fernet: AES
-    with an HMAC), so the link reveals no path, and a tampered or expired one serves
-    nothing. With `download_name` the file is sent as an attachment under that name.
-    """
-    ttl = ttl or settings.SIGNED_URL_TTL_SECONDS
-    if settings.STORAGE_BACKEND == "s3":
-        parameters = {}
-        if download_name:
-            parameters["ResponseContentDisposition"] = content_disposition_header(
-                as_attachment=True, filename=download_name
-            )
-        return default_storage.url(name, parameters=parameters or None, expire=ttl)
-    grant = {"n": name, "x": int(time.time()) + int(ttl)}
-    if download_name:
-        grant["as"] = download_name
-    raw = json.dumps(grant, separators=(",", ":")).encode()
-    token = _link_cipher().encrypt(raw).decode().rstrip("=")
-    return settings.PUBLIC_BASE_URL + reverse("signed_media", args=[token])
-
-
-class LinkExpired(Exception):
-    """A genuine download link whose time ran out."""
-
-
-class LinkInvalid(Exception):
-    """Not a download link this platform made (forged, tampered, truncated)."""
-
-
-def read_signed_token(token: str) -> str:
-    """The storage name a link grants; raises LinkInvalid or LinkExpired."""
-    return read_signed_grant(token)[0]
-
-
-def read_signed_grant(token: str) -> tuple[str, str]:
-    """(storage name, download name or "") a link grants; raises LinkInvalid or LinkExpired."""
-    if not token or len(token) > 2048:
-        raise LinkInvalid
-    try:
-        raw = _link_cipher().decrypt(token + "=" * (-len(token) % 4))
-        grant = json.loads(raw)
-        name, expires = str(grant["n"]), int(grant["x"])
-        download_name = str(grant.get("as", ""))
-    except (InvalidToken, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise LinkInvalid from exc
-    if time.time() >= expires:
-        raise LinkExpired
-    return name, download_name
 
 
 def data_url(name: str) -> str:

@@ -26,8 +26,9 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_safe
 
+from config.media_links import LinkExpired, LinkInvalid, read_signed_grant
+
 from . import ops
-from .media import LinkExpired, LinkInvalid, read_signed_grant
 from .reporting import node_stats, provider_stats
 
 BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -17,6 +17,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image
 
+from config.media_links import signed_media_url
 from conftest import client_for
 from workers.media import (
     MediaError,
@@ -24,7 +25,6 @@ from workers.media import (
     make_poster,
     make_preview,
     probe,
-    signed_media_url,
 )
 
 
