@@ -16,6 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from billing.plans import plan_for
+
 from .models import MANAGER_ROLES, Invitation, Membership, Role, Workspace
 
 
@@ -65,8 +67,6 @@ def _check_team_creation_limit(user) -> None:
 
 def _check_seats(workspace: Workspace, *, extra: int, exclude_email: str = "") -> None:
     """Members plus open invitations may not exceed the plan's team seats."""
-    from billing.plans import plan_for
-
     seats = plan_for(workspace).team_seats
     members = Membership.objects.filter(workspace=workspace).count()
     pending = (

@@ -16,6 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from billing.plans import plan_for
+
 from .models import MANAGER_ROLES, ApiKey, Membership, Workspace
 
 KEY_PREFIX = "rtk_"
@@ -36,14 +38,10 @@ def hash_key(raw: str) -> str:
 
 
 def plan_allows_api(workspace: Workspace) -> bool:
-    from billing.plans import plan_for
-
     return plan_for(workspace).api_access
 
 
 def no_api_access_message(workspace: Workspace) -> str:
-    from billing.plans import plan_for
-
     return _(
         "The %(plan)s plan does not include API access: upgrade the workspace to a plan "
         "with API access to create or use API keys."
