@@ -247,7 +247,7 @@ def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
 ):
     fund(acme, 100)
     for node in catalog:
-        node.extra_input = {"speed": 5}
+        node.extra_input = {"speed": 10}  # a 2 s take renders for 20 s
         node.save()
     workers.start()
     client = client_for(alice, acme)
@@ -259,8 +259,9 @@ def test_cancelling_a_running_take_stops_it_and_releases_the_hold(
     take = Take.objects.get(pk=body["id"])
     assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
     assert (wallet(acme).balance, wallet(acme).held) == (100, 0)
-    # The node stops rendering: it is idle again well before the 10 s render would end.
-    wait_idle(take.node.base_url, timeout=5)
+    # The node stops rendering: it is idle again well before the 20 s render would end
+    # (10 s leaves room for a loaded machine).
+    wait_idle(take.node.base_url, timeout=10)
     time.sleep(1)
     assert take_status(take.pk) == TakeStatus.CANCELED
 
