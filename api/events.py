@@ -1,23 +1,28 @@
-"""Which take changes become webhook events.
+"""Which changes become webhook events.
 
-A take's status is changed only by the lifecycle and settlement code; this module watches
-the saved rows rather than hooking into those functions, so it stays out of their way: a
-take whose status was loaded as one value and saved as a terminal one emits its events
-once the transaction commits (`take.*` with the take, `video.*` with the OpenAI-shaped
-video). A new take that leaves the wallet under an endpoint's threshold emits
-`wallet.low_balance` (at most once a day per endpoint).
+Generation's actions announce a take's end (`take_ended`, from the lifecycle) and a rough
+cut's (`rough_cut_ended`) inside the transaction that makes the change; the receivers here
+record the deliveries in that same transaction (an outbox: they exist exactly when the
+change does, once per change) and the deliveries are enqueued when it commits. A take
+emits `take.*` with the take and `video.*` with the OpenAI-shaped video; a rough cut
+emits `rough_cut.succeeded` or `rough_cut.failed`. A new take that leaves the wallet
+under an endpoint's threshold emits `wallet.low_balance` (at most once a day per
+endpoint), checked after the submission commits.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_init, post_save
+from django.db.models.signals import post_save
 from django.dispatch import receiver
+from django.urls import reverse
 from django.utils import timezone
 
-from generation.models import TERMINAL, Take, TakeStatus
+from generation.models import RoughCut, RoughCutStatus, Take, TakeStatus
+from generation.signals import rough_cut_ended, take_ended
 
 TAKE_EVENTS = {
     TakeStatus.SUCCEEDED: ("take.succeeded", "video.completed"),
@@ -25,43 +30,70 @@ TAKE_EVENTS = {
     TakeStatus.CANCELED: ("take.canceled", "video.failed"),
     TakeStatus.EXPIRED: ("take.expired", "video.failed"),
 }
+ROUGH_CUT_EVENTS = {
+    RoughCutStatus.SUCCEEDED: "rough_cut.succeeded",
+    RoughCutStatus.FAILED: "rough_cut.failed",
+}
 
 
-@receiver(post_init, sender=Take, dispatch_uid="api_take_loaded_status")
-def _remember_status(sender, instance: Take, **kwargs) -> None:
-    instance._status_as_loaded = instance.__dict__.get("status")
-
-
-@receiver(post_save, sender=Take, dispatch_uid="api_take_events")
-def _take_saved(sender, instance: Take, created: bool, **kwargs) -> None:
-    before = getattr(instance, "_status_as_loaded", None)
-    instance._status_as_loaded = instance.status
-    take_id, workspace_id = instance.pk, instance.workspace_id
-    if created:
-        transaction.on_commit(lambda: check_low_balance(workspace_id))
-        return
-    if instance.status in TERMINAL and before != instance.status:
-        transaction.on_commit(lambda: emit_take_events(take_id))
-
-
-def emit_take_events(take_id) -> None:
+@receiver(take_ended, dispatch_uid="api_take_events")
+def record_take_events(sender, take: Take, **kwargs) -> None:
     from generation.api import take_json
 
     from .openai_compat import video_object
     from .webhooks import emit
 
-    take = (
-        Take.objects.dangerously_unscoped()
-        .select_related("video_model", "shot")
-        .filter(pk=take_id)
-        .first()
-    )
-    if take is None or take.status not in TAKE_EVENTS:
+    if take.status not in TAKE_EVENTS:
         return
+    take = Take.objects.dangerously_unscoped().select_related("video_model", "shot").get(pk=take.pk)
     take_event, video_event = TAKE_EVENTS[take.status]
     with transaction.atomic():
         emit(take.workspace_id, take_event, take_json(take))
         emit(take.workspace_id, video_event, video_object(take))
+
+
+@receiver(rough_cut_ended, dispatch_uid="api_rough_cut_events")
+def record_rough_cut_events(sender, rough_cut: RoughCut, **kwargs) -> None:
+    from .webhooks import emit
+
+    if rough_cut.status not in ROUGH_CUT_EVENTS:
+        return
+    with transaction.atomic():
+        emit(rough_cut.workspace_id, ROUGH_CUT_EVENTS[rough_cut.status], rough_cut_json(rough_cut))
+
+
+def rough_cut_json(cut: RoughCut) -> dict:
+    """A rough cut as its webhook carries it; the links open the studio (signed in)."""
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    succeeded = cut.status == RoughCutStatus.SUCCEEDED
+    return {
+        "id": str(cut.pk),
+        "object": "rough_cut",
+        "project": cut.project_id,
+        "status": cut.status,
+        "crossfade_ms": cut.crossfade_ms,
+        "clips": cut.clips,
+        "width": cut.width,
+        "height": cut.height,
+        "fps": cut.fps,
+        "duration_seconds": cut.duration_seconds,
+        "error": cut.error,
+        "created_at": cut.created_at.isoformat(),
+        "finished_at": cut.finished_at.isoformat() if cut.finished_at else None,
+        "links": {
+            kind: base + reverse("rough_cut_download", args=[cut.pk, kind])
+            for kind in ("video", "timeline")
+        }
+        if succeeded
+        else {},
+    }
+
+
+@receiver(post_save, sender=Take, dispatch_uid="api_take_created")
+def _take_created(sender, instance: Take, created: bool, **kwargs) -> None:
+    if created:
+        workspace_id = instance.workspace_id
+        transaction.on_commit(lambda: check_low_balance(workspace_id), robust=True)
 
 
 def check_low_balance(workspace_id: int) -> None:

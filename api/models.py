@@ -47,6 +47,8 @@ class EventType(models.TextChoices):
     VIDEO_COMPLETED = "video.completed", "video.completed"
     VIDEO_FAILED = "video.failed", "video.failed"
     WALLET_LOW_BALANCE = "wallet.low_balance", "wallet.low_balance"
+    ROUGH_CUT_SUCCEEDED = "rough_cut.succeeded", "rough_cut.succeeded"
+    ROUGH_CUT_FAILED = "rough_cut.failed", "rough_cut.failed"
 
 
 def _webhook_secret() -> str:

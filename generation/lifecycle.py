@@ -7,8 +7,10 @@
 Each action locks the take row, checks that the caller speaks for the take's current
 attempt (the attempt's secret: a fresh one per dispatch, carried in webhook URLs), settles
 or releases the hold through `billing.ledger`, and enqueues follow-up work on commit through
-`config.enqueue` (never by importing the workers app). A replayed, late or forged report
-changes nothing; every action is safe to run twice.
+`config.enqueue` (never by importing the workers app). The two actions that end a take
+(`_end` and `succeed`) announce it with `signals.take_ended` in the same transaction, so the
+public API records exactly one set of webhook events per take, sent once it commits.
+A replayed, late or forged report changes nothing; every action is safe to run twice.
 
 Backends report `generation.reports.State`s; `apply_state` is where they land, whichever
 backend sent them (a Cog node, a provider, by webhook, as a submit's answer or a poll's).
@@ -51,6 +53,7 @@ from .models import (
     new_secret,
 )
 from .reports import State
+from .signals import announce, take_ended
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,7 @@ def _end(take: Take, status: str, error: str = "", *, keep_slot: bool = False) -
     take.lease_expires_at = _lease() if keep_slot else None
     take.save(update_fields=["status", "error", "finished_at", "lease_expires_at"])
     release_take_hold(take, reason=f"take {status}")
+    announce(take_ended, Take, take=take)
     if was_in_flight and not keep_slot:
         enqueue.after_commit(enqueue.DISPATCH)
 
@@ -410,6 +414,7 @@ def succeed(take_id: uuid.UUID | str, info: Any, *, poster: str, preview: str, v
         if take.draft_of_id:
             # A finalized draft is what the creator chose: it becomes the shot's take.
             Shot.objects.dangerously_unscoped().filter(pk=take.shot_id).update(chosen_take=take)
+        announce(take_ended, Take, take=take)
         log.info("take %s delivered %.2fs, charged %d", take.pk, info.duration_seconds, charge)
         return take
 

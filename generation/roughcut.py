@@ -5,7 +5,8 @@ media queue), which re-encodes every clip with PyAV to one size (the one most cl
 a clip of another shape is fitted inside the frame, letterboxed) and one frame rate (the
 highest among the clips, at most 30), optionally cross-fading between
 clips, and writes an OpenTimelineIO (`.otio`) timeline whose clips point at the takes'
-readable file names, so editors can relink the originals they downloaded.
+readable file names, so editors can relink the originals they downloaded. A render that
+ends (either way) announces it with `signals.rough_cut_ended` (the API's webhooks).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from config import enqueue
 
 from .downloads import download_name
 from .models import Project, RoughCut, RoughCutStatus, Shot, Take, TakeStatus
+from .signals import announce, rough_cut_ended
 from .submission import SubmissionError
 
 log = logging.getLogger(__name__)
@@ -138,13 +140,12 @@ def render_rough_cut(cut_id) -> RoughCut | None:
             timeline = default_storage.save(f"{prefix}/rough-cut.otio", File(fh))
     except Exception as exc:  # noqa: BLE001 - any failure is the cut's error, shown on its row
         log.exception("rough cut %s failed", cut.pk)
-        RoughCut.objects.dangerously_unscoped().filter(pk=cut.pk).update(
-            status=RoughCutStatus.FAILED, error=str(exc)[:500], finished_at=timezone.now()
-        )
+        _finish(cut, status=RoughCutStatus.FAILED, error=str(exc)[:500])
         return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    RoughCut.objects.dangerously_unscoped().filter(pk=cut.pk).update(
+    return _finish(
+        cut,
         status=RoughCutStatus.SUCCEEDED,
         progress=100,
         clips=clips,
@@ -154,9 +155,21 @@ def render_rough_cut(cut_id) -> RoughCut | None:
         height=info["height"],
         fps=info["fps"],
         duration_seconds=info["duration"],
-        finished_at=timezone.now(),
     )
-    cut.refresh_from_db()
+
+
+def _finish(cut: RoughCut, **fields) -> RoughCut:
+    """End a running cut (once: only the render that claimed it gets here) and announce it
+    in the same transaction."""
+    with transaction.atomic():
+        ended = (
+            RoughCut.objects.dangerously_unscoped()
+            .filter(pk=cut.pk, status=RoughCutStatus.RUNNING)
+            .update(finished_at=timezone.now(), **fields)
+        )
+        cut.refresh_from_db()
+        if ended:
+            announce(rough_cut_ended, RoughCut, rough_cut=cut)
     return cut
 
 

@@ -5,18 +5,23 @@ after failing for days, and never sent to private addresses or through redirects
 from __future__ import annotations
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 import time_machine
 from django.core import mail
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from api import webhooks
 from api.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from api.tests.receiver import Receiver
-from generation.lifecycle import cancel_take
-from generation.models import Take
+from billing.models import Hold, HoldStatus
+from generation.curation import choose_take
+from generation.lifecycle import cancel_take, fail_take
+from generation.models import RoughCut, RoughCutStatus, Take
+from generation.roughcut import render_rough_cut, start_rough_cut
 
 pytestmark = pytest.mark.django_db
 
@@ -48,11 +53,9 @@ def test_a_canceled_take_is_delivered_signed_and_verifies(
 ):
     endpoint = endpoint_for(api, receiver.url, ["take.canceled", "video.failed"])
     take_id = api.post("/api/v1/takes/", TAKE, format="json").json()["takes"][0]["id"]
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         cancel_take(Take.objects.get(pk=take_id))
-    for callback in callbacks:
-        if callback.__module__ == "api.events":
-            callback()
+        cancel_take(Take.objects.get(pk=take_id))  # already canceled: no second event
     deliveries = WebhookDelivery.objects.filter(endpoint=endpoint).order_by("event_type")
     assert [d.event_type for d in deliveries] == ["take.canceled", "video.failed"]
     for delivery in deliveries:
@@ -75,6 +78,61 @@ def test_a_canceled_take_is_delivered_signed_and_verifies(
     delivery = WebhookDelivery.objects.get(endpoint=endpoint, event_type="take.canceled")
     assert delivery.status == DeliveryStatus.SUCCEEDED and delivery.response_status == 200
     assert delivery.attempt_log.get().response_body == "answered 200"
+
+
+def test_take_events_are_recorded_in_the_transaction_that_ends_the_take(
+    api, pro_acme, receiver, loopback
+):
+    endpoint = endpoint_for(api, receiver.url, ["take.failed", "video.failed"])
+    take_id = api.post("/api/v1/takes/", TAKE, format="json").json()["takes"][0]["id"]
+    # Rolled back with the change: no event for a failure that never happened.
+    with pytest.raises(RuntimeError), transaction.atomic():
+        fail_take(take_id, "node on fire")
+        assert WebhookDelivery.objects.filter(endpoint=endpoint).count() == 2
+        raise RuntimeError
+    assert not WebhookDelivery.objects.filter(endpoint=endpoint).exists()
+    assert Take.objects.get(pk=take_id).status == "queued"
+    fail_take(take_id, "node on fire")
+    fail_take(take_id, "node on fire again")  # already failed: nothing more
+    deliveries = {d.event_type: d.payload["data"] for d in endpoint.deliveries.all()}
+    assert sorted(deliveries) == ["take.failed", "video.failed"]
+    assert deliveries["take.failed"]["error"] == "node on fire"
+    assert deliveries["take.failed"]["charged"] == 0
+    assert deliveries["video.failed"]["charged_credits"] == 0
+
+
+def test_a_broken_listener_never_undoes_the_take_change(api, pro_acme, receiver, loopback):
+    endpoint_for(api, receiver.url, ["take.failed"])
+    take_id = api.post("/api/v1/takes/", TAKE, format="json").json()["takes"][0]["id"]
+    with mock.patch("api.webhooks.emit_to", side_effect=DatabaseError("boom")):
+        assert fail_take(take_id, "node on fire") is not None
+    take = Take.objects.get(pk=take_id)
+    assert take.status == "failed"
+    assert Hold.objects.get(pk=take.hold_id).status == HoldStatus.RELEASED
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_rough_cut_events_carry_the_cut(api, pro_acme, alice, receiver, loopback, settings):
+    endpoint = endpoint_for(api, receiver.url, ["rough_cut.succeeded", "rough_cut.failed"])
+    take_id = api.post("/api/v1/takes/", TAKE, format="json").json()["takes"][0]["id"]
+    # A delivered take whose file is gone: the render fails and says so.
+    Take.objects.filter(pk=take_id).update(status="succeeded", output_original="takes/gone.mp4")
+    take = Take.objects.get(pk=take_id)
+    choose_take(take)
+    cut = start_rough_cut(take.shot.project, alice)
+    assert render_rough_cut(cut.pk) is None
+    assert render_rough_cut(cut.pk) is None  # not queued any more: nothing, no second event
+    cut = RoughCut.objects.get(pk=cut.pk)
+    assert cut.status == RoughCutStatus.FAILED
+    [delivery] = endpoint.deliveries.all()
+    assert delivery.event_type == "rough_cut.failed"
+    data = delivery.payload["data"]
+    assert data["id"] == str(cut.pk) and data["object"] == "rough_cut"
+    assert data["project"] == take.shot.project_id and data["status"] == "failed"
+    assert data["error"] and data["links"] == {}
+    webhooks.attempt(str(delivery.pk))
+    [(headers, body)] = receiver.requests
+    assert Webhook(endpoint.secret).verify(body, headers)["type"] == "rough_cut.failed"
 
 
 def test_a_failing_receiver_gets_retries_with_growing_delays(api, pro_acme, receiver, loopback):
