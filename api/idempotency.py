@@ -3,16 +3,22 @@ byte for byte; the same key with another body is refused with 409.
 
 The take itself is made idempotent by `submit_takes` (one submission per key, unique in
 the database), so racing requests make one take and one hold. This module keeps the first
-response so every racer, and every later retry, answers the same body.
+response so every racer, and every later retry, answers the same body, for
+`API_IDEMPOTENCY_RETENTION_HOURS` (24 h, as Stripe keeps keys); `purge_expired` (beat)
+deletes older responses. A key reused after that still makes no second take (the
+submission remembers its key for good): the takes it made are answered as they are now.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -21,6 +27,7 @@ from .errors import ApiError
 from .models import IdempotentResponse
 
 MAX_KEY_CHARS = 200
+PURGE_BATCH = 1000
 
 
 def fingerprint(request, data: dict) -> str:
@@ -83,3 +90,16 @@ def remember(workspace, key: str, print_: str, response: Response) -> HttpRespon
     except IntegrityError:
         return replay(workspace, key, print_) or _as_http(body, response.status_code)
     return _as_http(body, response.status_code)
+
+
+def purge_expired(now: datetime | None = None, batch: int = PURGE_BATCH) -> int:
+    """Delete stored responses older than the retention, `batch` rows per statement (short
+    transactions, no long lock on the table); returns how many went."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.API_IDEMPOTENCY_RETENTION_HOURS)
+    stored = IdempotentResponse.objects.dangerously_unscoped()
+    deleted = 0
+    while True:
+        ids = list(stored.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += stored.filter(pk__in=ids).delete()[0]

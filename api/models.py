@@ -28,6 +28,7 @@ class IdempotentResponse(WorkspaceOwned):
         constraints = [
             models.UniqueConstraint(fields=["workspace", "key"], name="idempotent_response_key"),
         ]
+        indexes = [models.Index(fields=["created_at"], name="idempotent_response_age")]
 
 
 class HiddenTake(WorkspaceOwned):

@@ -80,6 +80,10 @@ app.conf.beat_schedule = {
         "task": "api.tasks.requeue_webhook_deliveries",
         "schedule": 300.0,
     },
+    "api-purge-idempotent-responses": {
+        "task": "api.tasks.purge_idempotent_responses",
+        "schedule": 3600.0,
+    },
     "billing-requeue-stale-stripe-events": {
         "task": "billing.tasks.requeue_stale_stripe_events",
         "schedule": 600.0,

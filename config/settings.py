@@ -466,6 +466,8 @@ PROVIDER_OUTPUT_MAX_BYTES = env_int("PROVIDER_OUTPUT_MAX_BYTES", 2 * 1024 * 1024
 # Requests per API key: a short burst and a sustained rate ("N/s", "N/min", "N/hour").
 API_RATE_BURST = env_str("API_RATE_BURST", "20/s")
 API_RATE_SUSTAINED = env_str("API_RATE_SUSTAINED", "1000/hour")
+# How long the first response to an Idempotency-Key is kept for replay (then purged hourly).
+API_IDEMPOTENCY_RETENTION_HOURS = env_int("API_IDEMPOTENCY_RETENTION_HOURS", 24)
 # Customer webhooks: per-request timeout, the retry delays (seconds, one per retry; about
 # a day in all), how long an endpoint may fail before it is disabled, and whether
 # http:// and loopback addresses are allowed (local development and tests only).

@@ -4,8 +4,14 @@ rate limits. Session users (the studio) reach the same endpoints."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+import time_machine
+from django.utils import timezone
+
+from api.idempotency import purge_expired
+from api.models import IdempotentResponse
 from api.tests.conftest import bearer, key_for
 from billing.models import Hold, HoldStatus
 from conftest import client_for
@@ -92,6 +98,32 @@ def test_an_idempotency_key_replays_the_first_response_and_refuses_another_body(
     other = api.post("/api/v1/takes/", {**TAKE, "prompt": "a boat"}, format="json", **headers)
     assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
     assert Take.objects.count() == 1 and Hold.objects.count() == 1
+
+
+@pytest.mark.frozen_at("2026-03-04T09:00:00+00:00")
+def test_stored_responses_are_purged_after_the_retention_and_a_reused_key_makes_no_take(
+    api, pro_acme, settings
+):
+    settings.API_IDEMPOTENCY_RETENTION_HOURS = 24
+    start = timezone.now()
+    for n in range(5):
+        answer = api.post("/api/v1/takes/", TAKE, format="json", HTTP_IDEMPOTENCY_KEY=f"k{n}")
+        assert answer.status_code == 201
+    first = api.post("/api/v1/takes/", TAKE, format="json", HTTP_IDEMPOTENCY_KEY="k0")
+    assert first["Idempotent-Replayed"] == "true"
+    with time_machine.travel(start + timedelta(hours=12), tick=False):
+        later = api.post("/api/v1/takes/", TAKE, format="json", HTTP_IDEMPOTENCY_KEY="late")
+        assert later.status_code == 201
+    with time_machine.travel(start + timedelta(hours=23, minutes=59), tick=False):
+        assert purge_expired(batch=2) == 0
+    with time_machine.travel(start + timedelta(hours=24, seconds=1), tick=False):
+        assert purge_expired(batch=2) == 5  # three statements of at most two rows
+        assert list(IdempotentResponse.objects.values_list("key", flat=True)) == ["late"]
+        again = api.post("/api/v1/takes/", TAKE, format="json", HTTP_IDEMPOTENCY_KEY="k0")
+    # Past the retention the answer is built afresh, but the key still makes no second take.
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again
+    assert again.json()["takes"][0]["id"] == first.json()["takes"][0]["id"]
+    assert Take.objects.count() == 6 and Hold.objects.count() == 6
 
 
 def test_lists_page_with_cursors(api, pro_acme):
