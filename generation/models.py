@@ -441,7 +441,8 @@ class RoughCutStatus(models.TextChoices):
 
 
 class RoughCut(WorkspaceOwned):
-    """A project's chosen takes joined in shot order: one MP4 and an OpenTimelineIO file.
+    """A project's chosen takes joined in shot order: one MP4 and its timeline (`.otio`, EDL,
+    FCP 7 XML).
 
     Rendered by a Celery task (generation.roughcut.render_rough_cut); the clips it used are
     recorded in `clips` so the timeline and the page say what went in.
@@ -466,6 +467,8 @@ class RoughCut(WorkspaceOwned):
     duration_seconds = models.FloatField(null=True, blank=True)
     output_video = models.CharField(max_length=300, blank=True)
     output_timeline = models.CharField(max_length=300, blank=True)
+    output_edl = models.CharField(max_length=300, blank=True)
+    output_fcp_xml = models.CharField(max_length=300, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

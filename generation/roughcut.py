@@ -1,12 +1,16 @@
-"""The rough cut: a project's chosen takes, in storyboard order, as one MP4 and a timeline.
+"""The rough cut: a project's chosen takes, in storyboard order, as one MP4 and timelines.
 
 `start_rough_cut` records the request and enqueues `render_rough_cut` (a Celery task on the
 media queue), which re-encodes every clip with PyAV to one size (the one most clips have;
-a clip of another shape is fitted inside the frame, letterboxed) and one frame rate (the
-highest among the clips, at most 30), optionally cross-fading between
-clips, and writes an OpenTimelineIO (`.otio`) timeline whose clips point at the takes'
-readable file names, so editors can relink the originals they downloaded. A render that
-ends (either way) announces it with `signals.rough_cut_ended` (the API's webhooks).
+a clip of another shape is fitted inside the frame, letterboxed) and one editorial frame
+rate (24, 25 or 30: the first at or above the clips' highest), optionally cross-fading
+between clips. One OpenTimelineIO timeline of the same cut is then written three ways: as
+`.otio`, as a CMX 3600 EDL (`otio-cmx3600-adapter`) and as Final Cut Pro 7 XML
+(`otio-fcp-adapter`), whose clips point at the takes' readable file names, so editors can
+relink the originals they downloaded. EDL and FCP XML count in SMPTE timecode, which has
+no 16 fps (Wan's rate): that is why the cut is rendered at an editorial rate, so the MP4
+and every timeline agree frame for frame. A render that ends (either way) announces it with
+`signals.rough_cut_ended` (the API's webhooks).
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ from .submission import SubmissionError
 log = logging.getLogger(__name__)
 
 CROSSFADE_MAX_MS = 2000
-OUTPUT_FPS_MAX = 30
+# The frame rates SMPTE timecode (EDL, FCP XML) can express and editors cut at.
+EDITORIAL_RATES = (24, 25, 30)
+# Each timeline format: the adapter that writes it and the file's extension.
+TIMELINE_FORMATS = {
+    "timeline": ("otio_json", "otio"),
+    "edl": ("cmx_3600", "edl"),
+    "fcpxml": ("fcp_xml", "xml"),
+}
 
 
 def cut_plan(project: Project) -> list[tuple[Shot, Take]]:
@@ -82,6 +93,11 @@ def start_rough_cut(project: Project, user, *, crossfade_ms: int = 0) -> RoughCu
         cut.save(force_insert=True)
         enqueue.after_commit(enqueue.ROUGH_CUT, str(cut.pk))
     return cut
+
+
+def editorial_fps(fps: float) -> int:
+    """The first editorial rate at or above `fps` (the highest, 30, for anything faster)."""
+    return next((rate for rate in EDITORIAL_RATES if rate >= round(fps)), EDITORIAL_RATES[-1])
 
 
 def _ceil(value: Fraction) -> int:
@@ -131,13 +147,13 @@ def render_rough_cut(cut_id) -> RoughCut | None:
         if not plan:
             raise ValueError("no shot has a chosen take")
         video_path, clips, info = _render(cut, plan, workdir)
-        timeline_path = os.path.join(workdir, "timeline.otio")
-        write_timeline(cut, clips, info["fps"], timeline_path)
+        timelines = write_timelines(cut, clips, info["fps"], workdir)
         prefix = f"rough-cuts/{cut.workspace_id}/{cut.pk}"
-        with open(video_path, "rb") as fh:
-            video = default_storage.save(f"{prefix}/rough-cut.mp4", File(fh))
-        with open(timeline_path, "rb") as fh:
-            timeline = default_storage.save(f"{prefix}/rough-cut.otio", File(fh))
+        stored = {}
+        for kind, path in [("video", video_path), *timelines.items()]:
+            with open(path, "rb") as fh:
+                name = f"{prefix}/rough-cut{os.path.splitext(path)[1]}"
+                stored[kind] = default_storage.save(name, File(fh))
     except Exception as exc:  # noqa: BLE001 - any failure is the cut's error, shown on its row
         log.exception("rough cut %s failed", cut.pk)
         _finish(cut, status=RoughCutStatus.FAILED, error=str(exc)[:500])
@@ -149,8 +165,10 @@ def render_rough_cut(cut_id) -> RoughCut | None:
         status=RoughCutStatus.SUCCEEDED,
         progress=100,
         clips=clips,
-        output_video=video,
-        output_timeline=timeline,
+        output_video=stored["video"],
+        output_timeline=stored["timeline"],
+        output_edl=stored["edl"],
+        output_fcp_xml=stored["fcpxml"],
         width=info["width"],
         height=info["height"],
         fps=info["fps"],
@@ -179,7 +197,7 @@ def _render(cut: RoughCut, plan: list[tuple[Shot, Take]], workdir: str):
     sizes = [(t.measured_width or t.width, t.measured_height or t.height) for _s, t in plan]
     width, height = max(sizes, key=lambda size: (sizes.count(size), -sizes.index(size)))
     width, height = width // 2 * 2, height // 2 * 2
-    fps_value = min(OUTPUT_FPS_MAX, round(max(t.measured_fps or t.fps for _s, t in plan)))
+    fps_value = editorial_fps(max(t.measured_fps or t.fps for _s, t in plan))
     fps = Fraction(fps_value)
     fade = round(cut.crossfade_ms / 1000 * fps_value) if len(plan) > 1 else 0
     out_path = os.path.join(workdir, "rough-cut.mp4")
@@ -247,33 +265,61 @@ def _render(cut: RoughCut, plan: list[tuple[Shot, Take]], workdir: str):
     return out_path, clips, info
 
 
-def write_timeline(cut: RoughCut, clips: list[dict], fps: int, path: str) -> None:
-    """An OpenTimelineIO timeline: one video track, the clips in order, with transitions."""
+def build_timeline(cut: RoughCut, clips: list[dict], fps: int) -> otio.schema.Timeline:
+    """One video track, the clips in order; a crossfade is a dissolve centred on the cut.
+
+    The rendered cut overlaps neighbouring clips by the fade, so each clip is trimmed by half
+    the fade at a cut and the trimmed frames stay available as the dissolve's handles: the
+    timeline lasts exactly as long as the MP4.
+    """
     timeline = otio.schema.Timeline(name=f"{cut.project.name} — rough cut")
     timeline.global_start_time = otio.opentime.RationalTime(0, fps)
     track = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
-    fade = round(cut.crossfade_ms / 1000 * fps)
+    fade = round(cut.crossfade_ms / 1000 * fps) if len(clips) > 1 else 0
+    before, after = fade // 2, fade - fade // 2
+
+    def frames(n: int) -> otio.opentime.RationalTime:
+        return otio.opentime.RationalTime(n, fps)
+
     for index, clip in enumerate(clips):
-        length = otio.opentime.RationalTime(clip["frames"], fps)
+        head = before if index else 0
+        tail = after if index < len(clips) - 1 else 0
         reference = otio.schema.ExternalReference(
             target_url=clip["file"],
-            available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, fps), length),
+            available_range=otio.opentime.TimeRange(frames(0), frames(clip["frames"])),
         )
         if index and fade:
             track.append(
                 otio.schema.Transition(
                     name="crossfade",
                     transition_type=otio.schema.TransitionTypes.SMPTE_Dissolve,
-                    in_offset=otio.opentime.RationalTime(fade // 2, fps),
-                    out_offset=otio.opentime.RationalTime(fade - fade // 2, fps),
+                    in_offset=frames(before),
+                    out_offset=frames(after),
                 )
             )
         item = otio.schema.Clip(
             name=clip["title"],
             media_reference=reference,
-            source_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, fps), length),
+            source_range=otio.opentime.TimeRange(
+                frames(head), frames(clip["frames"] - head - tail)
+            ),
         )
         item.metadata["retake"] = {"shot": clip["shot"], "take": clip["take"]}
+        # An EDL names each source by a reel of at most 8 characters; the file name goes in
+        # the event's "FROM CLIP" comment.
+        item.metadata["cmx_3600"] = {"reel": f"SHOT{index + 1:03d}"}
         track.append(item)
     timeline.tracks.append(track)
-    otio.adapters.write_to_file(timeline, path)
+    return timeline
+
+
+def write_timelines(cut: RoughCut, clips: list[dict], fps: int, workdir: str) -> dict[str, str]:
+    """The cut's timeline as `.otio`, EDL and FCP 7 XML files in `workdir`, by kind."""
+    timeline = build_timeline(cut, clips, fps)
+    paths = {}
+    for kind, (adapter, extension) in TIMELINE_FORMATS.items():
+        path = os.path.join(workdir, f"rough-cut.{extension}")
+        # A fresh copy each time: the EDL writer rewrites the clips it is given in place.
+        otio.adapters.write_to_file(timeline.deepcopy(), path, adapter_name=adapter)
+        paths[kind] = path
+    return paths

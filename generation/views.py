@@ -1034,11 +1034,16 @@ def rough_cut_status(request: HttpRequest, rough_cut_id: uuid.UUID) -> HttpRespo
 @login_required
 @require_safe
 def rough_cut_download(request: HttpRequest, rough_cut_id: uuid.UUID, kind: str) -> HttpResponse:
-    """The MP4 (`video`) or the `.otio` timeline (`timeline`), through a signed link."""
+    """The MP4 (`video`) or a timeline (`timeline` .otio, `edl`, `fcpxml`), by signed link."""
     cut = _rough_cut(request, rough_cut_id)
-    name = {"video": cut.output_video, "timeline": cut.output_timeline}.get(kind)
+    outputs = {
+        "video": (cut.output_video, "mp4"),
+        "timeline": (cut.output_timeline, "otio"),
+        "edl": (cut.output_edl, "edl"),
+        "fcpxml": (cut.output_fcp_xml, "xml"),
+    }
+    name, extension = outputs.get(kind, ("", ""))
     if not name:
         raise Http404
     stem = slugify(cut.project.name, allow_unicode=True) or "project"
-    extension = "mp4" if kind == "video" else "otio"
     return redirect(signed_media_url(name, download_name=f"{stem}-rough-cut.{extension}"))

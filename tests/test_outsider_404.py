@@ -125,6 +125,8 @@ def _alice_rough_cut(world: World) -> str:
         status=RoughCutStatus.SUCCEEDED,
         output_video="rough-cuts/walk/rough-cut.mp4",
         output_timeline="rough-cuts/walk/rough-cut.otio",
+        output_edl="rough-cuts/walk/rough-cut.edl",
+        output_fcp_xml="rough-cuts/walk/rough-cut.xml",
     )
     return str(cut.pk)
 

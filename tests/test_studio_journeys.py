@@ -214,6 +214,12 @@ def test_build_a_three_shot_storyboard_reorder_it_and_export_the_rough_cut(
     with page.expect_download() as timeline_download:
         page.get_by_test_id("rough-cut-timeline").click()
     assert timeline_download.value.suggested_filename == "paper-boats-rough-cut.otio"
+    with page.expect_download() as edl_download:
+        page.get_by_test_id("rough-cut-edl").click()
+    assert edl_download.value.suggested_filename == "paper-boats-rough-cut.edl"
+    with page.expect_download() as fcp_download:
+        page.get_by_test_id("rough-cut-fcpxml").click()
+    assert fcp_download.value.suggested_filename == "paper-boats-rough-cut.xml"
     screenshot(page, "storyboard-rough-cut")
 
     cut = RoughCut.objects.get(project=project)
@@ -227,6 +233,16 @@ def test_build_a_three_shot_storyboard_reorder_it_and_export_the_rough_cut(
     timeline = otio.adapters.read_from_file(str(Path(timeline_download.value.path())), "otio_json")
     assert [c.name for c in timeline.find_clips()] == ["Sea", "Rain", "Gutter"]
     assert [c.metadata["retake"]["take"] for c in timeline.find_clips()] == [kept[s] for s in order]
+    # The EDL and FCP 7 XML list the same clips in order, each as long as its chosen take.
+    edl = otio.adapters.read_from_file(str(edl_download.value.path()), "cmx_3600", rate=cut.fps)
+    fcp = otio.adapters.read_from_file(str(fcp_download.value.path()), "fcp_xml")
+    takes = {str(t.pk): t for t in chosen}
+    for parsed in (edl, fcp):
+        clips = list(parsed.find_clips())
+        assert [c.name for c in clips] == ["Sea", "Rain", "Gutter"]
+        for clip, shot_id in zip(clips, order, strict=True):
+            seconds = clip.source_range.duration.to_seconds()
+            assert abs(seconds - takes[kept[shot_id]].measured_duration) <= 1 / cut.fps
 
 
 def test_a_member_at_their_cap_is_warned_before_generate(page: Page, alice, acme, bob):

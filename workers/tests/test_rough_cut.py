@@ -1,5 +1,6 @@
 """The rough cut: chosen takes in storyboard order, re-encoded into one MP4 with PyAV, and
-an OpenTimelineIO timeline listing the clips in the same order."""
+one timeline of the same cut as OpenTimelineIO, CMX 3600 EDL and FCP 7 XML files that list
+the clips in the same order and last as long as the MP4."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.core.files.storage import default_storage
 from conftest import client_for
 from generation.curation import choose_take
 from generation.models import RoughCut, RoughCutStatus, Take, TakeStatus
-from generation.roughcut import render_rough_cut, start_rough_cut
+from generation.roughcut import editorial_fps, render_rough_cut, start_rough_cut
 from generation.shots import create_project, create_shot, reorder_shots
 from generation.submission import SubmissionError, TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog, subscribe
@@ -138,9 +139,31 @@ def test_rough_cut_joins_chosen_takes_in_storyboard_order(
     assert [c.name for c in clips] == ["Sea", "Rain", "Gutter"]
     assert clips[0].media_reference.target_url.startswith("paper-boats-sea-take1-")
 
+    # The EDL and the FCP 7 XML, parsed back by their adapters: the same three clips in
+    # order, each as long as the chosen take (the cut's 24 fps counts 1.0 s as 24 frames).
+    edl_path = _downloaded(
+        client, f"/rough-cuts/{cut.pk}/edl/", tmp_path, "paper-boats-rough-cut.edl"
+    )
+    edl = otio.adapters.read_from_file(str(edl_path), "cmx_3600", rate=cut.fps)
+    xml_path = _downloaded(
+        client, f"/rough-cuts/{cut.pk}/fcpxml/", tmp_path, "paper-boats-rough-cut.xml"
+    )
+    fcp = otio.adapters.read_from_file(str(xml_path), "fcp_xml")
+    for parsed in (edl, fcp):
+        clips = list(parsed.find_clips())
+        assert [c.name for c in clips] == ["Sea", "Rain", "Gutter"]
+        seconds = [c.source_range.duration.to_seconds() for c in clips]
+        assert seconds == pytest.approx([lengths[s.pk] for s in order], abs=1 / cut.fps)
+        assert [c.source_range.duration.value for c in clips] == [c["frames"] for c in cut.clips]
+        assert parsed.duration().to_seconds() == pytest.approx(cut.duration_seconds)
+    edl_text = edl_path.read_text()
+    assert "SHOT001" in edl_text and "* FROM CLIP: paper-boats-sea-take1-" in edl_text
+
     # charlie (another workspace) cannot see or download it.
     outsider = client_for(charlie)
-    assert outsider.get(f"/rough-cuts/{cut.pk}/video/").status_code == 404
+    for kind in ("video", "timeline", "edl", "fcpxml"):
+        assert outsider.get(f"/rough-cuts/{cut.pk}/{kind}/").status_code == 404
+    assert client.get(f"/rough-cuts/{cut.pk}/aaf/").status_code == 404
     assert outsider.post(f"/projects/{project.pk}/rough-cut/").status_code == 404
 
 
@@ -156,12 +179,38 @@ def test_a_crossfade_overlaps_the_clips(reference, tmp_path, alice, acme):
     render_rough_cut(cut.pk)
     cut.refresh_from_db()
     assert cut.status == RoughCutStatus.SUCCEEDED, cut.error
-    # 16 + 16 frames with an 8-frame overlap.
-    assert cut.duration_seconds == pytest.approx(24 / 16)
+    # 16 fps clips are cut at 24 fps (SMPTE timecode has no 16): 24 + 24 frames with a
+    # 12-frame overlap.
+    assert cut.fps == 24
+    assert cut.duration_seconds == pytest.approx(36 / 24)
     with default_storage.open(cut.output_timeline, "rb") as fh:
         timeline = otio.adapters.read_from_string(fh.read().decode(), "otio_json")
     kinds = [type(item).__name__ for item in timeline.tracks[0]]
     assert kinds == ["Clip", "Transition", "Clip"]
+    # Each format lasts as long as the MP4, the dissolve centred on the cut.
+    with default_storage.open(cut.output_edl, "rb") as fh:
+        edl_text = fh.read().decode()
+    assert " D 012 " in edl_text
+    edl = otio.adapters.read_from_string(edl_text, "cmx_3600", rate=24)
+    with default_storage.open(cut.output_fcp_xml, "rb") as fh:
+        fcp = otio.adapters.read_from_string(fh.read().decode(), "fcp_xml")
+    for parsed in (timeline, edl, fcp):
+        assert parsed.duration() == otio.opentime.RationalTime(36, 24)
+        [transition] = [t for t in parsed.tracks[0] if isinstance(t, otio.schema.Transition)]
+        assert transition.duration() == otio.opentime.RationalTime(12, 24)
+
+
+def test_the_cut_runs_at_an_editorial_frame_rate():
+    assert [editorial_fps(f) for f in (8, 16, 23.976, 24, 25, 29.97, 30, 60)] == [
+        24,
+        24,
+        24,
+        24,
+        25,
+        30,
+        30,
+        30,
+    ]
 
 
 def test_rough_cut_refuses_an_empty_storyboard_and_bad_crossfades(alice, acme):
