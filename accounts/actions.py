@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from billing.plans import plan_for
 
-from .models import MANAGER_ROLES, Invitation, Membership, Role, Workspace
+from .models import MANAGER_ROLES, Invitation, Membership, Role, UserSettings, Workspace
 
 
 class WorkspaceActionError(Exception):
@@ -230,3 +230,17 @@ def leave_workspace(workspace: Workspace, user) -> Workspace:
         )
     membership.delete()
     return workspace
+
+
+def set_batch_digest(user, enabled: bool, *, language: str) -> UserSettings:
+    """Turn the batch summary e-mail on or off; it is written in `language` (a LANGUAGES
+    code, else the site default) from then on."""
+    known = {code for code, _label in settings.LANGUAGES}
+    preferences, _created = UserSettings.objects.update_or_create(
+        user=user,
+        defaults={
+            "batch_digest_email": enabled,
+            "email_language": language if language in known else settings.LANGUAGE_CODE,
+        },
+    )
+    return preferences

@@ -154,3 +154,19 @@ class ApiKey(WorkspaceOwned):
         return self.revoked_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
         )
+
+
+class UserSettings(models.Model):
+    """One person's preferences, whichever workspace they are in (a row only once changed)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences"
+    )
+    # One e-mail when a batch (several takes from one Generate, or off-peak takes) is done.
+    batch_digest_email = models.BooleanField(default=False)
+    # The language of those e-mails: the page's language when the setting was saved.
+    email_language = models.CharField(max_length=16, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"settings of user {self.user_id}"

@@ -5,6 +5,7 @@ from . import views
 urlpatterns = [
     path("workspaces/", views.workspace_list, name="workspace_list"),
     path("workspaces/<int:workspace_id>/switch/", views.switch_workspace, name="switch_workspace"),
+    path("account/notifications/", views.notification_settings, name="notification_settings"),
     path("team/", views.team, name="team"),
     path("team/leave/", views.leave, name="leave_workspace"),
     path("team/members/<int:membership_id>/role/", views.change_role, name="change_role"),

@@ -20,7 +20,7 @@ from config.validation import POSTGRES_INT_MAX
 
 from . import actions
 from .middleware import SESSION_KEY
-from .models import Invitation, Membership, Role, Workspace
+from .models import Invitation, Membership, Role, UserSettings, Workspace
 
 
 class WorkspaceForm(forms.Form):
@@ -35,6 +35,16 @@ class WorkspaceForm(forms.Form):
 class InviteForm(forms.Form):
     email = forms.EmailField(max_length=254, label=gettext_lazy("E-mail"))
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER, label=gettext_lazy("Role"))
+
+
+class NotificationsForm(forms.Form):
+    batch_digest_email = forms.BooleanField(
+        required=False,
+        label=gettext_lazy(
+            "E-mail me a summary when a batch of takes has ended (several takes from one "
+            "Generate, or off-peak takes)"
+        ),
+    )
 
 
 class RoleForm(forms.Form):
@@ -105,6 +115,32 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
             return redirect("workspace_list")
     memberships = Membership.objects.filter(user=request.user).select_related("workspace")
     return render(request, "accounts/workspaces.html", {"form": form, "memberships": memberships})
+
+
+@login_required
+def notification_settings(request: HttpRequest) -> HttpResponse:
+    """The user's own notification settings (not a workspace's): the batch digest e-mail."""
+    preferences = UserSettings.objects.filter(user=request.user).first()
+    initial = {"batch_digest_email": bool(preferences and preferences.batch_digest_email)}
+    form = NotificationsForm(request.POST if request.method == "POST" else None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        enabled = form.cleaned_data["batch_digest_email"]
+        actions.set_batch_digest(request.user, enabled, language=request.LANGUAGE_CODE)
+        messages.success(
+            request,
+            _("Batch summaries will be e-mailed to %(email)s.") % {"email": request.user.email}
+            if enabled
+            else _("Batch summaries are off."),
+        )
+        return redirect(safe_next(request, request.POST.get("next"), "notification_settings"))
+    return render(
+        request,
+        "accounts/notifications.html",
+        {
+            "form": form,
+            "next": safe_next(request, request.GET.get("next"), "notification_settings"),
+        },
+    )
 
 
 @login_required

@@ -19,6 +19,7 @@ SETTLE = "workers.tasks.process_take_output"
 COLLECT = "workers.tasks.collect_provider_output"
 CANCEL = "workers.tasks.cancel_attempt"
 ROUGH_CUT = "workers.tasks.render_rough_cut"
+BATCH_DIGEST = "workers.tasks.send_batch_digest"
 
 
 def send(task: str, *args: Any) -> None:

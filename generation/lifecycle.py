@@ -41,7 +41,7 @@ from billing import ledger
 from billing.pricing import Quote
 from config import enqueue
 
-from . import queue, reports
+from . import digest, queue, reports
 from .models import (
     ATTEMPT_LIVE,
     IN_FLIGHT,
@@ -137,6 +137,7 @@ def _end(take: Take, status: str, error: str = "", *, keep_slot: bool = False) -
     announce(take_ended, Take, take=take)
     if was_in_flight and not keep_slot:
         enqueue.after_commit(enqueue.DISPATCH)
+    digest.take_ended(take)
 
 
 # Sending -------------------------------------------------------------------------------
@@ -416,6 +417,7 @@ def succeed(take_id: uuid.UUID | str, info: Any, *, poster: str, preview: str, v
             Shot.objects.dangerously_unscoped().filter(pk=take.shot_id).update(chosen_take=take)
         announce(take_ended, Take, take=take)
         log.info("take %s delivered %.2fs, charged %d", take.pk, info.duration_seconds, charge)
+        digest.take_ended(take)
         return take
 
 

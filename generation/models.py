@@ -255,6 +255,8 @@ class Submission(WorkspaceOwned):
     idempotency_key = models.CharField(max_length=200)
     fingerprint = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the batch's summary e-mail went out (generation.digest): at most once.
+    digest_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

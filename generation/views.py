@@ -33,6 +33,7 @@ from config.media_links import signed_media_url
 from config.throttling import submission_retry_after
 from config.validation import POSTGRES_BIGINT_MAX
 
+from . import digest
 from . import shots as shot_actions
 from .curation import choose_take, project_costs, set_favourite, shot_costs
 from .downloads import download_name
@@ -394,6 +395,9 @@ def studio_quote(request: HttpRequest) -> HttpResponse:
         size=f"{width}×{height}",
         requested_resolution=request.GET.get("resolution", ""),
     )
+    if spec.count > 1 or spec.mode == pricing.Mode.OFF_PEAK:
+        # A long batch: say whether its summary will be e-mailed (a per-user setting).
+        context["batch_digest"] = {"on": digest.wants_digest(request.user.pk)}
     return render(request, "generation/_quote.html", context)
 
 

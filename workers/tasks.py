@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from generation import roughcut
+from generation import digest, roughcut
 
 from . import dispatch, providers, settlement, sweeper
 
@@ -55,5 +55,11 @@ def check_nodes() -> dict[str, str]:
 
 @shared_task(name="workers.tasks.render_rough_cut")
 def render_rough_cut(cut_id: str) -> bool:
-    """Join a project's chosen takes into one MP4 and an OpenTimelineIO timeline."""
+    """Join a project's chosen takes into one MP4 and its timelines (.otio, EDL, FCP XML)."""
     return roughcut.render_rough_cut(cut_id) is not None
+
+
+@shared_task(name="workers.tasks.send_batch_digest")
+def send_batch_digest(submission_id: str) -> bool:
+    """E-mail a finished batch's summary to its author, once (if they asked for it)."""
+    return digest.send_batch_digest(submission_id)
