@@ -15,6 +15,8 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.tenancy import WorkspaceOwned
 
+from . import display
+
 RESOLUTION_ORDER = ["480p", "540p", "720p", "1080p"]
 RESOLUTION_CHOICES = [(r, r) for r in RESOLUTION_ORDER]
 
@@ -70,6 +72,11 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def display_name(self) -> str:
+        """The name in the reader's language (the shipped names are translated)."""
+        return display.plan_name(self.name)
 
     def clean(self) -> None:
         if self.off_peak_free and not self.off_peak_allowed:
@@ -171,6 +178,11 @@ class CreditPackage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.credits} credits)"
+
+    @property
+    def display_name(self) -> str:
+        """The name in the reader's language (the shipped names are translated)."""
+        return display.package_name(self.name)
 
 
 # --- Wallet and ledger -------------------------------------------------------------------

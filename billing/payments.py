@@ -217,7 +217,7 @@ def start_package_checkout(workspace: Workspace, package: CreditPackage, currenc
 def start_subscription_checkout(workspace: Workspace, plan: Plan, currency: str, *, user):
     """A Checkout session (subscription mode) for a plan; returns its URL."""
     if not plan.is_active:
-        raise PaymentError(_("The %(plan)s plan is not available.") % {"plan": plan.name})
+        raise PaymentError(_("The %(plan)s plan is not available.") % {"plan": plan.display_name})
     if live_payment_subscription(workspace) is not None:
         raise PaymentError(_("This workspace already has a subscription: change its plan."))
     currency = _currency(plan, currency)
@@ -249,9 +249,9 @@ def change_plan(workspace: Workspace, plan: Plan) -> None:
     if subscription is None:
         raise PaymentError(_("There is no subscription to change: subscribe first."))
     if subscription.plan_id == plan.pk:
-        raise PaymentError(_("You are already on %(plan)s.") % {"plan": plan.name})
+        raise PaymentError(_("You are already on %(plan)s.") % {"plan": plan.display_name})
     if not plan.is_active or not plan.prices.get(subscription.currency):
-        raise PaymentError(_("The %(plan)s plan is not available.") % {"plan": plan.name})
+        raise PaymentError(_("The %(plan)s plan is not available.") % {"plan": plan.display_name})
     api = client()
     remote = _call(api.v1.subscriptions.retrieve, subscription.external_id)
     item_id = remote["items"]["data"][0]["id"]

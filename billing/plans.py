@@ -139,7 +139,7 @@ def start_subscription(
     if source not in SubscriptionSource.values:
         raise LedgerError(_("Unknown subscription source %(s)r.") % {"s": source})
     if not plan.is_active:
-        raise LedgerError(_("The %(plan)s plan is not available.") % {"plan": plan.name})
+        raise LedgerError(_("The %(plan)s plan is not available.") % {"plan": plan.display_name})
     now = timezone.now()
     start = period_start or now
     end = period_end or add_months(start)

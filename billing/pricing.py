@@ -330,7 +330,7 @@ def quote(
     if seconds > plan.max_duration:
         raise QuoteError(
             _("The %(plan)s plan allows takes up to %(max)d seconds.")
-            % {"plan": plan.name, "max": plan.max_duration}
+            % {"plan": plan.display_name, "max": plan.max_duration}
         )
 
     if mode == Mode.DRAFT:
@@ -347,7 +347,7 @@ def quote(
     if _rank(priced_resolution) > _rank(plan.max_resolution):
         raise QuoteError(
             _("The %(plan)s plan renders up to %(max)s.")
-            % {"plan": plan.name, "max": plan.max_resolution}
+            % {"plan": plan.display_name, "max": plan.max_resolution}
         )
 
     spec = schedule_spec(schedule)
@@ -357,7 +357,8 @@ def quote(
     if mode == Mode.OFF_PEAK:
         if not plan.off_peak_allowed:
             raise QuoteError(
-                _("Off-peak mode is not included in the %(plan)s plan.") % {"plan": plan.name}
+                _("Off-peak mode is not included in the %(plan)s plan.")
+                % {"plan": plan.display_name}
             )
         if next_off_peak_at is None:
             raise QuoteError(_("No off-peak window opens in the next two weeks."))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
-from . import ledger, payments, pricing, reports, stripe_sync
+from . import display, ledger, payments, pricing, reports, stripe_sync
 from .models import RESOLUTION_ORDER, CreditPackage, EntryKind, Plan, RateCard
 from .plans import live_subscription, plan_for
 
@@ -112,7 +112,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
             except (payments.PaymentError, stripe.StripeError) as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, f"Your plan is changing to {plan.name}.")
+                messages.success(
+                    request, _("Your plan is changing to %(plan)s.") % {"plan": plan.display_name}
+                )
             return redirect("billing")
         return _run(
             request,
@@ -160,8 +162,14 @@ def wallet_page(request: HttpRequest) -> HttpResponse:
         "wallet": wallet,
         "available": ledger.available_credits(workspace),
         "lots": reports.live_lots(workspace),
-        "holds": reports.pending_holds(workspace),
-        "entries": [{"entry": e, "charged": reports.charge_of(e)} for e in entries],
+        "holds": [
+            {"amount": h.amount, "reason": display.ledger_reason(h.reason)}
+            for h in reports.pending_holds(workspace)
+        ],
+        "entries": [
+            {"entry": e, "charged": reports.charge_of(e), "reason": display.ledger_reason(e.reason)}
+            for e in entries
+        ],
         "filter": flt,
         "kinds": EntryKind.choices,
         "usage": reports.usage_this_period(workspace),

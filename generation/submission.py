@@ -78,7 +78,8 @@ def inbox_for(workspace) -> Project:
         return project
     try:
         with transaction.atomic():
-            project = Project(workspace=workspace, name=_("Inbox"), is_inbox=True)
+            # Stored in English whatever the creator's language; pages show it translated.
+            project = Project(workspace=workspace, name="Inbox", is_inbox=True)
             project.save(force_insert=True)
             return project
     except IntegrityError:

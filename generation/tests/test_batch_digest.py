@@ -170,8 +170,9 @@ def test_an_off_peak_take_that_expires_is_summarised_in_chinese(alice, acme):
     assert lifecycle.expire_overdue_takes(now=take.deadline + timedelta(seconds=1)) == 1
     assert send_batch_digest(take.submission_id) is True
     [message] = mail.outbox
-    assert message.subject == "Retake：您的 1 条镜头批次已完成"
-    assert "已过期：1" in message.body or "已过期: 1" in message.body
+    assert message.subject == "Retake：你的 1 个镜头已全部完成"
+    assert "你的闲时批次（1 个镜头）已全部结束。" in message.body
+    assert "已过期: 1" in message.body and "扣费积分：0" in message.body
     assert "收件箱" in message.body
 
 
