@@ -262,40 +262,168 @@ def test_a_member_at_their_cap_is_warned_before_generate(page: Page, alice, acme
     assert Take.objects.filter(workspace=acme).count() == 0
 
 
-def test_new_pages_in_chinese_at_phone_and_desktop_widths(page: Page, alice, acme, charlie):
+def _delivered(reference, tmp_path: Path, shot, user, *, seed: int, mode="standard", size):
+    """A take of `shot` that really delivered: a reference-node video with its poster and
+    preview in storage, measured, as settlement leaves it (so pages show real media)."""
     from unittest import mock
 
-    from generation.curation import choose_take
-    from generation.shots import create_project, create_shot
-    from generation.submission import TakeSpec, submit_takes
+    from django.core.files import File
+    from django.core.files.storage import default_storage
 
+    from generation.submission import TakeSpec, submit_takes
+    from workers.media import make_poster, make_preview
+
+    spec = TakeSpec(
+        model="wan2.1-t2v-1.3b",
+        prompt=f"{PROMPT}, seed {seed}",
+        resolution="480p",
+        duration=1,
+        mode=mode,
+        aspect_ratio="16:9" if size[0] > size[1] else "9:16",
+    )
+    with mock.patch("workers.tasks.dispatch_takes.delay"):
+        [take] = submit_takes(
+            shot.project.workspace, user, spec, idempotency_key=f"shots-{shot.pk}-{seed}", shot=shot
+        )
+    original, poster, preview = (tmp_path / f"{take.pk}{n}" for n in (".mp4", ".jpg", "-p.mp4"))
+    frames = reference.render_video(
+        str(original),
+        prompt=spec.prompt,
+        seed=seed,
+        width=size[0],
+        height=size[1],
+        fps=16,
+        seconds=1.0,
+    )
+    make_poster(str(original), poster)
+    make_preview(str(original), preview)
+    names = {}
+    for field, path in (
+        ("output_original", original),
+        ("output_poster", poster),
+        ("output_preview", preview),
+    ):
+        with open(path, "rb") as fh:
+            names[field] = default_storage.save(f"takes/{take.pk}/{path.name}", File(fh))
+    Take.objects.filter(pk=take.pk).update(
+        status=TakeStatus.SUCCEEDED,
+        progress=100,
+        charged=take.quote["total"],
+        measured_duration=frames / 16,
+        measured_fps=16,
+        measured_width=size[0],
+        measured_height=size[1],
+        measured_codec="h264",
+        **names,
+    )
+    take.refresh_from_db()
+    return take
+
+
+def test_every_new_page_in_english_and_chinese_at_phone_and_desktop_widths(
+    page: Page, alice, acme, charlie, tmp_path, live_server, settings
+):
+    """Screenshots (390 and 1280 px, no sideways scroll) of every page issue 12 added or
+    changed, in English and in Chinese: the studio in a shot, the lightbox, the take page,
+    compare, the finalize quote, the storyboard with a rough cut rendered and one rendering,
+    projects, pricing, the offer to switch workspace for a take, creating a team, and the
+    notification settings."""
+    from accounts.models import UserSettings
+    from generation.curation import choose_take, set_favourite
+    from generation.roughcut import render_rough_cut, start_rough_cut
+    from generation.shots import create_project, create_shot
+    from generation.submission import inbox_for
+    from workers.tests.conftest import load_reference_predictor
+
+    reference = load_reference_predictor()
+    settings.PUBLIC_BASE_URL = live_server.url  # signed media links point at this server
     setup_catalog()
     seed_plans()
+    subscribe(acme, "standard")
     fund(acme, 200)
     project = create_project(acme, "纸船 Paper boats with a long project name to wrap")
-    shots = [create_shot(project, title) for title in ("雨夜街道", "Gutter", "Sea")]
-    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt=PROMPT, resolution="480p", duration=1)
-    with mock.patch("workers.tasks.dispatch_takes.delay"):
-        for shot in shots[:2]:
-            [take] = submit_takes(acme, alice, spec, idempotency_key=f"zh-{shot.pk}", shot=shot)
-            Take.objects.filter(pk=take.pk).update(status=TakeStatus.SUCCEEDED, charged=2)
-            take.refresh_from_db()
-            if shot is shots[0]:
-                choose_take(take)
+    shots = [create_shot(project, title) for title in ("雨夜街道", "Gutter", "Sea", "Harbour")]
+    takes = [
+        _delivered(reference, tmp_path, shots[0], alice, seed=seed, mode="draft", size=size)
+        for seed, size in ((1, (320, 180)), (2, (180, 320)), (3, (320, 180)))
+    ]
+    choose_take(takes[1])
+    set_favourite(takes[2], True)
+    for shot, seed in ((shots[1], 4), (shots[2], 5)):
+        choose_take(_delivered(reference, tmp_path, shot, alice, seed=seed, size=(320, 180)))
+    cut = start_rough_cut(project, alice, crossfade_ms=250)
+    render_rough_cut(cut.pk)
+    rendering = start_rough_cut(project, alice)
+    type(rendering).objects.filter(pk=rendering.pk).update(status="running", progress=40)
+    # A take in alice's personal workspace, opened while she works in Acme.
+    personal = Membership.objects.get(user=alice, workspace__is_personal=True).workspace
+    subscribe(personal, "standard")
+    fund(personal, 50)
+    elsewhere = _delivered(
+        reference, tmp_path, create_shot(inbox_for(personal)), alice, seed=9, size=(320, 180)
+    )
+    UserSettings.objects.create(user=alice, batch_digest_email=True, email_language="en")
+
     sign_in(page, alice.email)
     with page.expect_navigation():
         page.get_by_test_id("workspace-switcher").select_option(label="Acme")
-    _to_chinese(page)
-    page.goto("/projects/")
-    expect(page.get_by_test_id("new-project")).to_contain_text("新建项目")
-    screenshot(page, "projects-zh")
-    page.goto(f"/projects/{project.pk}/")
-    expect(page.get_by_test_id("missing-chosen")).to_be_visible()
-    screenshot(page, "storyboard-zh")
-    page.goto(f"/studio/?shot={shots[0].pk}")
-    expect(page.get_by_test_id("draw-again")).to_contain_text("再画一次")
-    screenshot(page, "shot-studio-zh")
+    for language in ("en", "zh"):
+        if language == "zh":
+            _to_chinese(page)
+        page.goto(f"/studio/?shot={shots[0].pk}")
+        expect(page.get_by_test_id("draw-again")).to_contain_text(
+            "Draw again" if language == "en" else "再画一次"
+        )
+        page.select_option("#count", "3")
+        expect(page.get_by_test_id("quote-digest")).to_contain_text("alice@example.com")
+        expect(page.get_by_test_id("chosen-badge")).to_have_count(1)
+        screenshot(page, f"shot-studio-{language}")
+        page.locator(SUCCEEDED).first.locator("a.thumb").click()
+        expect(page.get_by_test_id("lightbox")).to_be_visible()
+        screenshot(page, f"lightbox-{language}")
+        # What a phone shows with the lightbox open (a full-page capture stretches it).
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(test_browser.SCREENSHOTS / f"lightbox-{language}-phone.png"))
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.keyboard.press("Escape")
+
+        page.goto(f"/takes/{takes[1].pk}/")
+        expect(page.get_by_test_id("chosen-badge")).to_be_visible()
+        screenshot(page, f"take-{language}")
+        page.goto("/studio/compare/?" + "&".join(f"take={t.pk}" for t in takes))
+        expect(page.get_by_test_id("compare-video")).to_have_count(3)
+        screenshot(page, f"compare-{language}")
+        page.goto(f"/takes/{takes[1].pk}/finalize/")
+        expect(page.get_by_test_id("finalize-quote")).to_contain_text("720p")
+        screenshot(page, f"finalize-{language}")
+
+        page.goto(f"/projects/{project.pk}/")
+        expect(page.get_by_test_id("missing-chosen")).to_be_visible()
+        expect(page.get_by_test_id("rough-cut-edl")).to_be_visible()
+        expect(page.locator("[data-testid=rough-cut][data-status=running]")).to_have_count(1)
+        screenshot(page, f"storyboard-rough-cut-{language}")
+        page.goto("/projects/")
+        screenshot(page, f"projects-{language}")
+        page.goto("/pricing/")
+        screenshot(page, f"pricing-{language}")
+        page.goto(f"/takes/{elsewhere.pk}/")
+        expect(page.get_by_test_id("switch-offer")).to_be_visible()
+        screenshot(page, f"switch-to-take-{language}")
+        page.goto("/workspaces/")
+        screenshot(page, f"workspaces-{language}")
+        page.goto("/account/notifications/")
+        expect(page.get_by_test_id("batch-digest")).to_be_checked()
+        screenshot(page, f"notifications-{language}")
+
+    # Chinese names for the shipped plans and packages, and the Inbox.
+    page.goto("/pricing/")
+    expect(page.locator("body")).to_contain_text("工作室版")
+    expect(page.locator("body")).to_contain_text("100 积分")
+    page.goto(f"/takes/{elsewhere.pk}/")
+    page.get_by_test_id("switch-and-open").click()
+    expect(page.locator(".crumbs").first).to_contain_text("收件箱")
     # The phone menu opens and closes the header.
+    page.goto("/studio/")
     page.set_viewport_size({"width": 390, "height": 800})
     toggle = page.get_by_test_id("menu-toggle")
     expect(toggle).to_be_visible()
@@ -306,6 +434,3 @@ def test_new_pages_in_chinese_at_phone_and_desktop_widths(page: Page, alice, acm
     expect(page.get_by_test_id("nav-studio")).to_be_visible()
     page.screenshot(path=str(test_browser.SCREENSHOTS / "menu-zh-mobile.png"))
     page.set_viewport_size({"width": 1280, "height": 900})
-    _to_english(page)
-    page.goto(f"/projects/{project.pk}/")
-    screenshot(page, "storyboard-en")
