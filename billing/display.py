@@ -57,7 +57,6 @@ _REASONS: list[tuple[re.Pattern, dict[str, Callable[[str], str]], Callable[[], s
     (re.compile(r"take failed"), {}, lambda: gettext("take failed")),
     (re.compile(r"take canceled"), {}, lambda: gettext("take canceled")),
     (re.compile(r"take expired"), {}, lambda: gettext("take expired")),
-    (re.compile(r"hold expired"), {}, lambda: gettext("hold expired")),
     (re.compile(r"credits expired"), {}, lambda: gettext("credits expired")),
     (re.compile(r"Demo welcome credits"), {}, lambda: gettext("Demo welcome credits")),
     (

@@ -39,7 +39,6 @@ def test_shipped_names_are_translated_and_typed_names_kept():
     [
         ("take failed", "镜头失败"),
         ("take canceled", "镜头已取消"),
-        ("hold expired", "预扣已过期"),
         ("credits expired", "积分已过期"),
         ("Daily free credits for 2026-11-30", "2026-11-30 的每日免费积分"),
         ("Standard credits for the period from 2026-11-01", "标准版 自 2026-11-01 起本周期的积分"),
