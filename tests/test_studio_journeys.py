@@ -326,8 +326,8 @@ def test_every_new_page_in_english_and_chinese_at_phone_and_desktop_widths(
     """Screenshots (390 and 1280 px, no sideways scroll) of every page issue 12 added or
     changed, in English and in Chinese: the studio in a shot, the lightbox, the take page,
     compare, the finalize quote, the storyboard with a rough cut rendered and one rendering,
-    projects, pricing, the offer to switch workspace for a take, creating a team, and the
-    notification settings."""
+    projects, pricing, the wallet's ledger, the offer to switch workspace for a take,
+    creating a team, and the notification settings."""
     from accounts.models import UserSettings
     from generation.curation import choose_take, set_favourite
     from generation.roughcut import render_rough_cut, start_rough_cut
@@ -406,6 +406,11 @@ def test_every_new_page_in_english_and_chinese_at_phone_and_desktop_widths(
         screenshot(page, f"projects-{language}")
         page.goto("/pricing/")
         screenshot(page, f"pricing-{language}")
+        page.goto("/wallet/")
+        expect(page.get_by_test_id("ledger")).to_contain_text(
+            f"take {takes[0].pk}" if language == "en" else f"镜头 {takes[0].pk}"
+        )
+        screenshot(page, f"wallet-{language}")
         page.goto(f"/takes/{elsewhere.pk}/")
         expect(page.get_by_test_id("switch-offer")).to_be_visible()
         screenshot(page, f"switch-to-take-{language}")
