@@ -63,30 +63,18 @@ def record_rough_cut_events(sender, rough_cut: RoughCut, **kwargs) -> None:
 
 
 def rough_cut_json(cut: RoughCut) -> dict:
-    """A rough cut as its webhook carries it; the links open the studio (signed in)."""
+    """A rough cut as its webhook carries it: the API's object without signed links (they
+    would expire while deliveries retry; `url` answers fresh ones to the workspace's key),
+    plus `links` to the studio's downloads (for a signed-in person)."""
+    from .serializers import RoughCutSerializer
+
     base = settings.PUBLIC_BASE_URL.rstrip("/")
-    succeeded = cut.status == RoughCutStatus.SUCCEEDED
-    return {
-        "id": str(cut.pk),
-        "object": "rough_cut",
-        "project": cut.project_id,
-        "status": cut.status,
-        "crossfade_ms": cut.crossfade_ms,
-        "clips": cut.clips,
-        "width": cut.width,
-        "height": cut.height,
-        "fps": cut.fps,
-        "duration_seconds": cut.duration_seconds,
-        "error": cut.error,
-        "created_at": cut.created_at.isoformat(),
-        "finished_at": cut.finished_at.isoformat() if cut.finished_at else None,
-        "links": {
-            kind: base + reverse("rough_cut_download", args=[cut.pk, kind])
-            for kind in ("video", "timeline")
-        }
-        if succeeded
-        else {},
+    data = dict(RoughCutSerializer(cut, context={"files": False}).data)
+    data["links"] = {
+        kind: base + reverse("rough_cut_download", args=[cut.pk, kind])
+        for kind in (cut.stored_files() if cut.status == RoughCutStatus.SUCCEEDED else ())
     }
+    return data
 
 
 @receiver(post_save, sender=Take, dispatch_uid="api_take_created")

@@ -2,11 +2,14 @@
 byte for byte; the same key with another body is refused with 409.
 
 The take itself is made idempotent by `submit_takes` (one submission per key, unique in
-the database), so racing requests make one take and one hold. This module keeps the first
-response so every racer, and every later retry, answers the same body, for
+the database), so racing requests make one take and one hold. A rough cut has no such key
+of its own: its view `store`s the response in the transaction that creates the cut, so a
+racer waits on the unique key and rolls its cut back (one cut, one render). This module
+keeps the first response so every racer, and every later retry, answers the same body, for
 `API_IDEMPOTENCY_RETENTION_HOURS` (24 h, as Stripe keeps keys); `purge_expired` (beat)
 deletes older responses. A key reused after that still makes no second take (the
 submission remembers its key for good): the takes it made are answered as they are now.
+A rough cut's key lasts only the retention: after it, the same key starts a new export.
 """
 
 from __future__ import annotations
@@ -75,21 +78,28 @@ def _as_http(body: str, status: int) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="application/json")
 
 
+def store(workspace, key: str, print_: str, response: Response) -> HttpResponse:
+    """Store the first response in the caller's transaction; raises IntegrityError when a
+    racer stored one first (after it commits), so the caller's work rolls back with it."""
+    body = JSONRenderer().render(response.data).decode()
+    IdempotentResponse.objects.for_workspace(workspace).create(
+        workspace=workspace,
+        key=key,
+        fingerprint=print_,
+        status_code=response.status_code,
+        body=body,
+    )
+    return _as_http(body, response.status_code)
+
+
 def remember(workspace, key: str, print_: str, response: Response) -> HttpResponse:
     """Store the first response; a racer that stored first wins and its body is returned."""
-    body = JSONRenderer().render(response.data).decode()
     try:
         with transaction.atomic():
-            IdempotentResponse.objects.for_workspace(workspace).create(
-                workspace=workspace,
-                key=key,
-                fingerprint=print_,
-                status_code=response.status_code,
-                body=body,
-            )
+            return store(workspace, key, print_, response)
     except IntegrityError:
+        body = JSONRenderer().render(response.data).decode()
         return replay(workspace, key, print_) or _as_http(body, response.status_code)
-    return _as_http(body, response.status_code)
 
 
 def purge_expired(now: datetime | None = None, batch: int = PURGE_BATCH) -> int:

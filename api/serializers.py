@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing import pricing
 from billing.models import CreditLot, CreditSource, EntryKind, LedgerEntry
+from config.media_links import signed_media_url
 from generation.api import take_json
-from generation.models import Project, Resolution, Shot, Take, TakeStatus, VideoModel
+from generation.models import (
+    Project,
+    Resolution,
+    RoughCut,
+    RoughCutStatus,
+    Shot,
+    Take,
+    TakeStatus,
+    VideoModel,
+)
+from generation.roughcut import CROSSFADE_MAX_MS
 from generation.submission import MAX_SEED
 
 from .models import DeliveryAttempt, DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
@@ -278,6 +295,102 @@ class ShotSerializer(serializers.ModelSerializer):
 
     def get_has_last_frame(self, shot: Shot) -> bool:
         return bool(shot.last_frame_image)
+
+
+# --- rough cuts -------------------------------------------------------------------------
+
+
+class RoughCutCreateSerializer(serializers.Serializer):
+    crossfade_ms = WholeNumber(
+        required=False,
+        default=0,
+        max_value=CROSSFADE_MAX_MS,
+        help_text="A dissolve between clips, in milliseconds (0 = hard cuts); shorter than "
+        "the shortest clip.",
+    )
+
+
+class RoughCutClipSerializer(serializers.Serializer):
+    shot = serializers.IntegerField()
+    title = serializers.CharField()
+    take = serializers.UUIDField()
+    file = serializers.CharField(
+        required=False, help_text="The take's download name: what the timeline's clip points at."
+    )
+    frames = serializers.IntegerField(required=False)
+    seconds = serializers.FloatField()
+
+
+class RoughCutFileSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="A signed link: no key needed, until `expires_at`.")
+    name = serializers.CharField(help_text="The file name it downloads as.")
+    expires_at = serializers.DateTimeField()
+
+
+# One entry per file kind the model stores (RoughCut.FILES): a new output needs no change here.
+RoughCutFilesSerializer = type(
+    "RoughCutFilesSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "Signed download links by kind; null for a file this cut does not have.",
+        **{kind: RoughCutFileSerializer(allow_null=True) for kind in RoughCut.FILES},
+    },
+)
+
+
+class RoughCutSerializer(serializers.Serializer):
+    """A rough-cut export: one MP4 of a project's chosen takes and its timeline files."""
+
+    id = serializers.UUIDField()
+    object = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="This rough cut in the API.")
+    project = serializers.IntegerField(source="project_id")
+    status = serializers.ChoiceField(choices=RoughCutStatus.choices)
+    progress = serializers.IntegerField(help_text="0 to 100.")
+    crossfade_ms = serializers.IntegerField()
+    clips = RoughCutClipSerializer(many=True, help_text="What went in, in timeline order.")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    fps = serializers.IntegerField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    files = serializers.SerializerMethodField(
+        help_text="Once succeeded: short-lived signed links to each file (read the rough cut "
+        "again for fresh ones); null before."
+    )
+
+    def to_representation(self, cut: RoughCut) -> dict:
+        data = super().to_representation(cut)
+        if not self.context.get("files", True):
+            del data["files"]
+        return data
+
+    @extend_schema_field(serializers.ChoiceField(choices=["rough_cut"]))
+    def get_object(self, cut: RoughCut) -> str:
+        return "rough_cut"
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, cut: RoughCut) -> str:
+        return settings.PUBLIC_BASE_URL.rstrip("/") + reverse("api_v1_rough_cut", args=[cut.pk])
+
+    @extend_schema_field(RoughCutFilesSerializer(allow_null=True))
+    def get_files(self, cut: RoughCut) -> dict | None:
+        if cut.status != RoughCutStatus.SUCCEEDED or not self.context.get("files", True):
+            return None
+        ttl = settings.SIGNED_URL_TTL_SECONDS
+        expires_at = timezone.now() + timedelta(seconds=ttl)
+        stored = cut.stored_files()
+        files = {kind: None for kind in RoughCut.FILES}
+        for kind, name in stored.items():
+            download = cut.download_name(kind)
+            files[kind] = {
+                "url": signed_media_url(name, ttl, download_name=download),
+                "name": download,
+                "expires_at": expires_at,
+            }
+        return RoughCutFilesSerializer(files).data
 
 
 # --- wallet -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from . import v1, views
 takes = v1.TakeViewSet
 hooks = v1.WebhookEndpointViewSet
 wallet = v1.WalletViewSet
+cuts = v1.RoughCutViewSet
 
 urlpatterns = [
     # The settings page (keys, webhook endpoints, deliveries).
@@ -59,6 +60,17 @@ urlpatterns = [
         "api/v1/projects/<int:project_id>/",
         v1.ProjectViewSet.as_view({"get": "retrieve"}),
         name="api_v1_project",
+    ),
+    path(
+        "api/v1/projects/<int:project_id>/rough-cuts/",
+        cuts.as_view({"post": "create"}),
+        name="api_v1_project_rough_cuts",
+    ),
+    path("api/v1/rough-cuts/", cuts.as_view({"get": "list"}), name="api_v1_rough_cuts"),
+    path(
+        "api/v1/rough-cuts/<uuid:rough_cut_id>/",
+        cuts.as_view({"get": "retrieve"}),
+        name="api_v1_rough_cut",
     ),
     path("api/v1/shots/", v1.ShotViewSet.as_view({"get": "list"}), name="api_v1_shots"),
     path(

@@ -1,8 +1,9 @@
 """`/api/v1/`: the REST API for programs and the studio (DRF viewsets).
 
 Thin: each view parses input with a serializer and calls the named action the studio
-calls (`submit_takes`, `finalize_take`, `cancel_take`, `quote_for`, the ledger's queries);
-every query names the caller's workspace. Lists page with opaque cursors, newest first.
+calls (`submit_takes`, `finalize_take`, `cancel_take`, `start_rough_cut`, `quote_for`, the
+ledger's queries); every query names the caller's workspace. Lists page with opaque
+cursors, newest first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404
@@ -25,7 +27,8 @@ from billing import ledger, plans, pricing
 from billing.models import CreditLot, LedgerEntry, RateCard
 from billing.periods import billing_time_zone
 from generation.lifecycle import cancel_take
-from generation.models import Project, Shot, Take, VideoModel
+from generation.models import Project, RoughCut, RoughCutStatus, Shot, Take, VideoModel
+from generation.roughcut import start_rough_cut
 from generation.submission import TakeSpec, check_spec, finalize_take, submit_takes
 
 from . import idempotency
@@ -321,6 +324,88 @@ class ShotViewSet(ApiViewSet):
         if shot is None:
             raise Http404
         return Response(s.ShotSerializer(shot).data)
+
+
+class RoughCutFilterSerializer(serializers.Serializer):
+    project = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    status = serializers.ChoiceField(choices=RoughCutStatus.choices, required=False)
+
+
+class RoughCutViewSet(ApiViewSet):
+    """Rough-cut exports: started on a project (`start_rough_cut`, as the studio's export
+    button), rendered by the media worker, then read with signed links to each file."""
+
+    serializer_class = s.RoughCutSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return RoughCut.objects.none()
+        return RoughCut.objects.for_workspace(self.workspace).select_related("project")
+
+    @extend_schema(
+        parameters=[RoughCutFilterSerializer],
+        responses={200: s.RoughCutSerializer(many=True), **_errors(400, 401, 403, 429)},
+    )
+    def list(self, request):
+        filters = RoughCutFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        f = filters.validated_data
+        cuts = self.get_queryset()
+        if f.get("project"):
+            cuts = cuts.filter(project_id=f["project"])
+        if f.get("status"):
+            cuts = cuts.filter(status=f["status"])
+        page = self.paginate_queryset(cuts)
+        return self.get_paginated_response(s.RoughCutSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: s.RoughCutSerializer, **_errors(401, 403, 404, 429)})
+    def retrieve(self, request, rough_cut_id=None):
+        cut = self.get_queryset().filter(pk=rough_cut_id).first()
+        if cut is None:
+            raise Http404
+        return Response(s.RoughCutSerializer(cut).data)
+
+    @extend_schema(
+        operation_id="projects_rough_cuts_create",
+        tags=["rough-cuts"],
+        description="Export the project's chosen takes (one per live shot, in storyboard "
+        "order) as one MP4 and its timeline files, as the studio's export does. Answers the "
+        "queued rough cut; poll its `url` until `status` is `succeeded` or `failed`.",
+        request=s.RoughCutCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: s.RoughCutSerializer,
+            409: OpenApiResponse(description="Idempotency-Key reused with another body."),
+            **_errors(400, 401, 403, 404, 429),
+        },
+    )
+    def create(self, request, project_id=None):
+        project = Project.objects.for_workspace(self.workspace).filter(pk=project_id).first()
+        if project is None:
+            raise Http404
+        key = idempotency.header_key(request)
+        print_ = idempotency.fingerprint(request, request.data) if key else ""
+        if key:
+            replayed = idempotency.replay(self.workspace, key, print_)
+            if replayed is not None:
+                return replayed
+        form = s.RoughCutCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                cut = start_rough_cut(
+                    project, request.user, crossfade_ms=form.validated_data["crossfade_ms"]
+                )
+                response = Response(s.RoughCutSerializer(cut).data, status=201)
+                if key:
+                    # In the cut's transaction: a racer with the same key waits here, then
+                    # rolls its cut back and answers the first response.
+                    return idempotency.store(self.workspace, key, print_, response)
+                return response
+        except IntegrityError:
+            if key and (replayed := idempotency.replay(self.workspace, key, print_)):
+                return replayed
+            raise
 
 
 class UsageFilterSerializer(serializers.Serializer):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
 from accounts.tenancy import WorkspaceOwned
@@ -480,3 +482,20 @@ class RoughCut(WorkspaceOwned):
 
     def __str__(self) -> str:
         return f"rough cut {self.id} of {self.project_id} ({self.status})"
+
+    # Every file a render stores, by kind (the name in download URLs and the API) → the
+    # field holding its storage name. A new output is one line here.
+    FILES = {
+        "video": "output_video",
+        "timeline": "output_timeline",
+    }
+
+    def stored_files(self) -> dict[str, str]:
+        """The storage names of the files this cut has, by kind (none until it succeeds)."""
+        return {kind: name for kind, field in self.FILES.items() if (name := getattr(self, field))}
+
+    def download_name(self, kind: str) -> str:
+        """The file name a download is saved as: the project's slug and the stored extension."""
+        stem = slugify(self.project.name, allow_unicode=True) or "project"
+        extension = os.path.splitext(getattr(self, self.FILES[kind]))[1]
+        return f"{stem}-rough-cut{extension}"

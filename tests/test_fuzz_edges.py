@@ -114,6 +114,7 @@ class World:
         spec = TakeSpec(model="ltx-video-2b", prompt="a kite", resolution="480p", duration=2)
         [self.take] = submit_takes(acme, alice, spec, idempotency_key="fuzz-seed")
         self.acme = acme
+        self.project = self.take.shot.project_id
         self.membership = acme.memberships.get(user=bob).pk
         self.client = client_for(alice, acme)
 
@@ -124,6 +125,7 @@ TARGETS = [
     ("POST", "/api/v1/takes/", "form", SUBMIT_FIELDS),
     ("POST", "/api/v1/takes/{take}/finalize/", "json", ["resolution", "idempotency_key"]),
     ("POST", "/api/v1/takes/{take}/cancel/", "json", ["x"]),
+    ("POST", "/api/v1/projects/{project}/rough-cuts/", "json", ["crossfade_ms"]),
     ("POST", "/studio/", "form", SUBMIT_FIELDS),
     ("GET", "/studio/", "query", ["from", "seed", "model", "mode"]),
     ("GET", "/studio/quote/", "query", [*SUBMIT_FIELDS, "has_image", "has_last_frame"]),
@@ -159,6 +161,7 @@ WATCHED = [
     "generation.Shot",
     "generation.Submission",
     "generation.Take",
+    "generation.RoughCut",
 ]
 
 
@@ -184,7 +187,9 @@ def world(alice, acme, bob, settings):
 
 def _send(world: World, target, payload) -> int:
     method, template, kind, _fields = target
-    url = template.format(take=world.take.pk, acme=world.acme.pk, membership=world.membership)
+    url = template.format(
+        take=world.take.pk, acme=world.acme.pk, membership=world.membership, project=world.project
+    )
     client = world.client
     if kind == "json":
         response = client.post(url, payload, content_type="application/json")

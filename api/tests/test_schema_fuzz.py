@@ -4,6 +4,8 @@ every answer must match the schema (status code, content type, body)."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -17,6 +19,9 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from generation.models import RoughCut, RoughCutStatus
+from generation.submission import inbox_for
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +46,30 @@ def no_connection_closing():
     request_finished.connect(close_old_connections)
 
 
-def test_every_operation_answers_within_its_schema(settings, acme_key, no_connection_closing):
+@pytest.fixture
+def rough_cuts(pro_acme):
+    """A finished and a queued rough cut, so their lists answer real objects (signed links,
+    clips) for the schema check, not only empty pages."""
+    project = inbox_for(pro_acme)
+    clip = {"shot": 1, "title": "Rain", "take": str(uuid.uuid4()), "file": "rain.mp4"}
+    RoughCut.objects.create(
+        workspace=pro_acme,
+        project=project,
+        status=RoughCutStatus.SUCCEEDED,
+        progress=100,
+        clips=[{**clip, "frames": 16, "seconds": 1.0}],
+        width=320,
+        height=180,
+        fps=24,
+        duration_seconds=1.0,
+        **{field: f"rough-cuts/fuzz/{kind}" for kind, field in RoughCut.FILES.items()},
+    )
+    RoughCut.objects.create(workspace=pro_acme, project=project)
+
+
+def test_every_operation_answers_within_its_schema(
+    settings, acme_key, rough_cuts, no_connection_closing
+):
     settings.API_RATE_BURST = "100000/s"
     settings.API_RATE_SUSTAINED = "100000/hour"
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", get_wsgi_application())

@@ -18,7 +18,6 @@ from api.models import WebhookEndpoint
 from api.tests.receiver import Receiver
 from generation.curation import choose_take
 from generation.models import RoughCut, Take, TakeStatus, VideoModel
-from generation.roughcut import start_rough_cut
 from generation.tests.helpers import fund, subscribe, wallet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,15 +120,24 @@ def test_webhooks_of_a_rendered_a_failed_take_and_a_rough_cut_arrive_signed_once
     # Only the delivered second was charged; nothing is left held.
     assert (wallet(acme).balance, wallet(acme).held) == (balance - 2, 0)
 
-    # The delivered take, kept for its shot, exported as the project's rough cut.
+    # The delivered take, kept for its shot, exported with the key as the project's rough
+    # cut; the event names the API object, which answers signed links to the files.
     choose_take(delivered)
-    cut = start_rough_cut(delivered.shot.project, alice)
+    started = api.post(f"/projects/{delivered.shot.project_id}/rough-cuts/", json={})
+    assert started.status_code == 201, started.text
     events = wait_for_events(receiver, secret, {"rough_cut.succeeded"})
     exported = next(e["data"] for e in events if e["type"] == "rough_cut.succeeded")
-    cut = RoughCut.objects.get(pk=cut.pk)
+    cut = RoughCut.objects.get(pk=started.json()["id"])
     assert exported["id"] == str(cut.pk) and exported["status"] == "succeeded"
     assert (exported["width"], exported["height"]) == (832, 480)
     assert exported["links"]["video"].startswith(live_server.url)
+    assert (
+        exported["url"] == started.json()["url"] == f"{live_server.url}/api/v1/rough-cuts/{cut.pk}/"
+    )
+    files = api.get(exported["url"]).json()["files"]
+    video = httpx.get(files["video"]["url"])  # no key: the link is the grant
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    assert httpx.get(files["timeline"]["url"]).json()["OTIO_SCHEMA"].startswith("Timeline")
 
     # Each event once, each with its own webhook-id; a tampered body fails verification.
     time.sleep(1)  # a duplicate would have been sent by now
