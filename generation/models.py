@@ -488,6 +488,8 @@ class RoughCut(WorkspaceOwned):
     FILES = {
         "video": "output_video",
         "timeline": "output_timeline",
+        "edl": "output_edl",
+        "fcpxml": "output_fcp_xml",
     }
 
     def stored_files(self) -> dict[str, str]:

@@ -22,7 +22,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
@@ -1040,14 +1039,7 @@ def rough_cut_status(request: HttpRequest, rough_cut_id: uuid.UUID) -> HttpRespo
 def rough_cut_download(request: HttpRequest, rough_cut_id: uuid.UUID, kind: str) -> HttpResponse:
     """The MP4 (`video`) or a timeline (`timeline` .otio, `edl`, `fcpxml`), by signed link."""
     cut = _rough_cut(request, rough_cut_id)
-    outputs = {
-        "video": (cut.output_video, "mp4"),
-        "timeline": (cut.output_timeline, "otio"),
-        "edl": (cut.output_edl, "edl"),
-        "fcpxml": (cut.output_fcp_xml, "xml"),
-    }
-    name, extension = outputs.get(kind, ("", ""))
+    name = cut.stored_files().get(kind)
     if not name:
         raise Http404
-    stem = slugify(cut.project.name, allow_unicode=True) or "project"
-    return redirect(signed_media_url(name, download_name=f"{stem}-rough-cut.{extension}"))
+    return redirect(signed_media_url(name, download_name=cut.download_name(kind)))
