@@ -50,6 +50,16 @@ def from_domain(exc: Exception) -> ApiError | None:
     return None
 
 
+def _encodable(text) -> str:
+    """The text with any lone surrogate written out as an escape: refusal messages quote
+    the input (`"\\ud800" is not a valid choice.`), and a lone surrogate cannot be
+    encoded as UTF-8, so the answer itself would fail with a 500."""
+    text = str(text)
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _flatten(detail) -> dict[str, list[str]]:
     flat: dict[str, list[str]] = {}
 
@@ -61,7 +71,7 @@ def _flatten(detail) -> dict[str, list[str]]:
             for inner in value:
                 walk(prefix, inner)
         else:
-            flat.setdefault(prefix, []).append(str(value))
+            flat.setdefault(_encodable(prefix), []).append(_encodable(value))
 
     walk("", detail)
     return flat
@@ -85,7 +95,7 @@ def _code_for(exc: Exception, status_code: int) -> str:
 
 
 def v1_error_body(message: str, field: str | None, errors: dict, code: str) -> dict:
-    return {"detail": str(message), "field": field, "errors": errors, "code": code}
+    return {"detail": _encodable(message), "field": field, "errors": errors, "code": code}
 
 
 def v1_exception_handler(exc, context):
@@ -102,7 +112,7 @@ def v1_exception_handler(exc, context):
         data = response.data
         message = data.get("detail", data) if isinstance(data, dict) else data
         field = getattr(exc, "field", None)
-        errors = {field: [str(message)]} if field else {}
+        errors = {field: [_encodable(message)]} if field else {}
     response.data = v1_error_body(message, field, errors, _code_for(exc, response.status_code))
     return response
 
@@ -124,7 +134,7 @@ def openai_error(
     return Response(
         {
             "error": {
-                "message": str(message),
+                "message": _encodable(message),
                 "type": OPENAI_TYPES.get(status_code, "api_error"),
                 "param": param,
                 "code": code,

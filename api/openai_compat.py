@@ -299,9 +299,12 @@ class VideoViewSet(OpenAIViewSet):
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(_("prompt is required."), "prompt", code="missing_prompt")
-        refuse = VideoCreateSerializer(data={"prompt": prompt[:10_001]})
-        refuse.is_valid(raise_exception=True)
         slug = data.get("model")
+        # NUL and lone surrogates are refused before they reach a query or a message.
+        checked = {"prompt": prompt[:10_001]}
+        if isinstance(slug, str) and slug:
+            checked["model"] = slug[:81]
+        VideoCreateSerializer(data=checked).is_valid(raise_exception=True)
         active = VideoModel.objects.filter(is_active=True)
         if slug in (None, ""):
             model = active.order_by("name").first()

@@ -162,6 +162,9 @@ BAD_FIELDS = [
     ("seed", 2**80),
     ("project", 2**70),
     ("fps", -1),
+    # A refused choice is quoted in the message: a lone surrogate there broke the answer.
+    ("resolution", "\ud800"),
+    ("mode", "draft\udfff"),
 ]
 
 
@@ -175,6 +178,18 @@ def test_a_bad_field_is_a_400_naming_it_and_writes_nothing(alice, funded, field,
 
     assert response.status_code == 400, response.content[:300]
     assert response.json()["field"] == field
+    assert _counts() == before
+
+
+@pytest.mark.parametrize("model", ["wan2.1-t2v-1.3b\x00", "\ud800"], ids=["nul", "surrogate"])
+def test_the_openai_video_create_refuses_an_unstorable_model_name(alice, funded, model):
+    before = _counts()
+    body = json.dumps({"prompt": "a kite", "model": model})
+
+    response = client_for(alice, funded).post("/v1/videos", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["param"] == "model"
     assert _counts() == before
 
 
