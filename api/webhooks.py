@@ -4,10 +4,10 @@
 `attempt()` (the Celery task `api.tasks.deliver_webhook`) sends it once: the host is
 resolved and every address checked (no private, loopback, link-local, reserved or
 multicast targets unless `WEBHOOK_ALLOW_LOOPBACK` lets loopback through for local work),
-the request goes to the checked address (so a second DNS answer cannot redirect it), and
-redirects are not followed. A failure is retried after `WEBHOOK_RETRY_DELAYS` (about a
-day in all); an endpoint failing for `WEBHOOK_DISABLE_AFTER_HOURS` is disabled and its
-workspace's owners are told by e-mail.
+the request goes to the checked address (`workers.outbound.pinned_request`: a second DNS
+answer cannot redirect it), and redirects are not followed. A failure is retried after
+`WEBHOOK_RETRY_DELAYS` (about a day in all); an endpoint failing for
+`WEBHOOK_DISABLE_AFTER_HOURS` is disabled and its workspace's owners are told by e-mail.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from celery import current_app
@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 from standardwebhooks.webhooks import Webhook
 
 from accounts.models import Membership, Role
+from workers import outbound
 
 from .models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
@@ -76,9 +77,10 @@ def _address_allowed(address: str) -> bool:
     )
 
 
-def resolve_safe(url: str) -> tuple[str, str]:
-    """The URL to connect to (host replaced by a checked address) and the original host."""
-    scheme, host, port = check_url_shape(url)
+def resolve_safe(url: str) -> str:
+    """The checked address to connect to for `url` (every address the host resolves to is
+    checked); else UnsafeURL."""
+    _scheme, host, port = check_url_shape(url)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -90,10 +92,7 @@ def resolve_safe(url: str) -> tuple[str, str]:
             _("The webhook host %(host)s resolves to a private or reserved address (%(ip)s).")
             % {"host": host, "ip": ", ".join(refused)}
         )
-    address = addresses[0]
-    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    parts = urlsplit(url)
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), host
+    return addresses[0]
 
 
 # --- recording events ------------------------------------------------------------------
@@ -160,18 +159,10 @@ def sign_headers(endpoint: WebhookEndpoint, message_id: str, body: str, at: date
 
 
 def _post(url: str, body: str, headers: dict) -> httpx.Response:
-    target, host = resolve_safe(url)
-    port_suffix = ""
-    parts = urlsplit(url)
-    if parts.port:
-        port_suffix = f":{parts.port}"
+    address = resolve_safe(url)
     with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
-        request = client.build_request(
-            "POST",
-            target,
-            content=body.encode(),
-            headers={**headers, "host": f"{host}{port_suffix}"},
-            extensions={"sni_hostname": host},
+        request = outbound.pinned_request(
+            client, "POST", url, address, content=body.encode(), headers=headers
         )
         return client.send(request)
 

@@ -8,12 +8,16 @@ following redirects anywhere.
 from __future__ import annotations
 
 import base64
+import datetime
 import importlib
 import json
+import socket
+import ssl
 import threading
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -29,7 +33,7 @@ from generation.models import Shot, Submission, Take, TakeStatus
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import NODE_TOKEN, fund, setup_catalog, subscribe
 from workers import outbound, providers
-from workers.backends import PermanentBackendError
+from workers.backends import PermanentBackendError, TransientBackendError
 from workers.backends.cog import prediction_id
 
 pytestmark = pytest.mark.django_db
@@ -330,13 +334,17 @@ def test_the_documented_node_token_is_refused_outside_debug(settings, client, ru
 
 
 class _Server:
-    def __init__(self, answer) -> None:
+    def __init__(
+        self, answer, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.hits: list[str] = []
+        self.hosts: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 owner.hits.append(self.path)
+                owner.hosts.append(self.headers.get("Host", ""))
                 status, headers, body = answer(self.path)
                 self.send_response(status)
                 for key, value in headers.items():
@@ -348,9 +356,11 @@ class _Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -403,3 +413,107 @@ def test_a_trusted_host_may_serve_over_http(settings, internal):
     name = providers._download(f"{internal.url}/ok.mp4", "takes/trusted/original.mp4")
     with default_storage.open(name) as handle:
         assert handle.read() == b"internal secrets"
+
+
+def test_a_fetch_connects_to_the_address_it_checked_not_to_a_second_dns_answer(
+    settings, monkeypatch, internal
+):
+    """DNS rebinding: the host's first answer passes the check; any later answer points at
+    the internal service. The download must go where the check looked, once resolved."""
+    # 127.0.0.2 stands in for a public address: the check accepts it and nothing else.
+    public = _Server(lambda path: (200, {}, b"the output"), host="127.0.0.2", port=internal.port)
+    monkeypatch.setattr(outbound, "_public", lambda address: address == "127.0.0.2")
+    settings.DEBUG = True  # plain http, for the local servers
+    answers: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "files.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        answers.append("127.0.0.1" if answers else "127.0.0.2")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        name = providers._download(
+            f"http://files.example:{internal.port}/out.mp4", "takes/rebind/original.mp4"
+        )
+    finally:
+        public.close()
+    assert internal.hits == []
+    assert public.hits == ["/out.mp4"]
+    assert public.hosts == [f"files.example:{internal.port}"]  # the name, not the address
+    assert answers == ["127.0.0.2"]  # resolved once, by the check
+    with default_storage.open(name) as handle:
+        assert handle.read() == b"the output"
+
+
+def _certificate(name: str, folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (its own authority) and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize(
+    ("certified", "served"), [("files.example", True), ("evil.example", False)]
+)
+def test_a_pinned_https_fetch_checks_the_certificate_against_the_host_name(
+    tmp_path, monkeypatch, certified, served
+):
+    """Connecting to the checked address keeps TLS honest: SNI and the certificate check
+    use the URL's host name, so the right certificate is accepted and another refused."""
+    cert_path, key_path = _certificate(certified, tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # the only authority trusted
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = _Server(lambda path: (200, {}, b"over tls"), host="127.0.0.2", tls=context)
+    monkeypatch.setattr(outbound, "_public", lambda address: address == "127.0.0.2")
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "files.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = f"https://files.example:{server.port}/out.mp4"
+    try:
+        if served:
+            name = providers._download(url, "takes/tls/original.mp4")
+            with default_storage.open(name) as handle:
+                assert handle.read() == b"over tls"
+            assert server.hosts == [f"files.example:{server.port}"]
+        else:
+            with pytest.raises(TransientBackendError, match="certificate verify failed"):
+                providers._download(url, "takes/tls/original.mp4")
+            assert server.hits == []
+    finally:
+        server.close()

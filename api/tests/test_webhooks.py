@@ -4,6 +4,7 @@ after failing for days, and never sent to private addresses or through redirects
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from unittest import mock
 
@@ -251,6 +252,39 @@ def test_private_addresses_and_redirects_are_refused(api, pro_acme, receiver, se
     assert delivery.response_status == 307 and len(receiver.requests) == 1  # not followed
     with pytest.raises(webhooks.UnsafeURL):
         webhooks.resolve_safe("http://10.0.0.1/")  # loopback allowed, private still not
+
+
+def test_a_delivery_goes_to_the_address_checked_not_to_a_second_dns_answer(
+    pro_acme, receiver, loopback, monkeypatch
+):
+    """DNS rebinding: the host's first answer is checked; a later one would point at an
+    internal service on another address. The delivery must reach the first, by name."""
+    elsewhere = Receiver(host="127.0.0.2", port=receiver.server.server_port)
+    answers: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "hooks.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        answers.append("127.0.0.1" if answers else "127.0.0.2")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = receiver.server.server_port
+    endpoint = WebhookEndpoint.objects.create(
+        workspace=pro_acme, url=f"http://hooks.example:{port}/hook", event_types=["take.succeeded"]
+    )
+    delivery = webhooks.emit_to(endpoint, "take.succeeded", {})
+    try:
+        webhooks.attempt(str(delivery.pk))
+    finally:
+        elsewhere.close()
+    delivery.refresh_from_db()
+    assert delivery.response_status == 200, delivery.error
+    assert receiver.requests == []  # the address a second lookup would have given
+    [(headers, _body)] = elsewhere.requests
+    assert {k.lower(): v for k, v in headers.items()}["host"] == f"hooks.example:{port}"
+    assert answers == ["127.0.0.2"]  # resolved once, by the check
 
 
 def test_the_page_lists_deliveries_and_redelivers(pro_acme, alice, bob, receiver, loopback):
