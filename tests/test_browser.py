@@ -357,3 +357,61 @@ def test_staff_see_the_operations_page_from_the_admin(page: Page, alice, acme, c
     sign_in(page, charlie.email)
     page.goto("/ops/")
     assert "/admin/login/" in page.url
+
+
+def test_the_admin_pages_raise_no_content_security_policy_violations(page: Page, alice, acme):
+    """The admin runs under the same policy as the site (no inline script or style): its
+    index, change lists (filters, date drill-down, actions), change forms (with inlines
+    and the credential widgets), the add-credits action and the pricing week grid load and
+    react without one refusal. The `page` fixture fails the test on any CSP message."""
+    from billing.demo import seed_schedule
+    from billing.models import Plan, PricingSchedule, Wallet
+    from workers.models import Provider
+
+    node = setup_catalog()
+    seed_plans()
+    seed_schedule()
+    subscribe(acme, "standard")
+    fund(acme, 100)
+    _a_day_of_takes(acme, alice, node)
+    staff = make_user("ops@example.com", PASSWORD)
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    sign_in(page, "ops@example.com")
+    schedule = PricingSchedule.objects.filter(is_active=True).first()
+    take = Take.objects.first()
+    pages = [
+        "/admin/",
+        "/admin/generation/take/",
+        "/admin/generation/take/?status__exact=succeeded",
+        f"/admin/generation/take/{take.pk}/change/",
+        "/admin/billing/plan/",
+        f"/admin/billing/plan/{Plan.objects.get(slug='standard').pk}/change/",
+        f"/admin/generation/node/{node.pk}/change/",
+        f"/admin/billing/pricingschedule/{schedule.pk}/change/",
+        f"/admin/billing/pricingschedule/{schedule.pk}/week/",
+        "/admin/workers/provider/add/",
+        "/admin/accounts/workspace/",
+    ]
+    for path in pages:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, (path, response)
+        assert "/admin/login/" not in page.url, path
+        page.wait_for_load_state("load")
+    # The scripted parts: the date drill-down, selecting rows for an action, the action's
+    # own page, an inline's "add another" row and a collapsed fieldset.
+    page.goto("/admin/generation/take/")
+    page.locator(".xfull a, nav.toplinks a").first.click()
+    page.wait_for_load_state("load")
+    page.goto("/admin/billing/wallet/")
+    page.locator("#action-toggle").check()
+    expect(page.locator(".action-counter")).to_contain_text("1")
+    page.select_option("select[name=action]", "adjust_credits")
+    with page.expect_navigation():
+        page.locator("button[name=index]").click()
+    expect(page.locator("input[name=delta]")).to_be_visible()
+    page.goto(f"/admin/billing/pricingschedule/{schedule.pk}/change/")
+    page.locator(".add-row a").first.click()
+    assert Wallet.objects.dangerously_unscoped().count() >= 1
+    assert Provider.objects.count() == 0  # nothing was saved by looking
+    screenshot(page, "admin-pricing-schedule")
