@@ -4,10 +4,16 @@ Everything runs as real processes: gunicorn (the web), two Celery workers with b
 reference Cog nodes and a Redis server of the test's own (so killing it touches nobody
 else). While takes flow, a chaos loop SIGKILLs a worker, a node or Redis at random times and
 starts it again, and cancels some takes. At the end every take is final, `ledger_audit` is
-clean, no take was charged more than its quote, and no cancelled or failed take was charged.
+clean, no take was charged more than its quote, no cancelled or failed take was charged,
+and every take whose cancel was accepted ended canceled.
 
-`SOAK_TAKES` (default 80) sets the number of takes and `SOAK_SEED` the chaos; CI runs the
-default to stay near two minutes on a shared 2-core machine. The counts are printed.
+`SOAK_TAKES` (default 200, as the issue asks; CI runs it) sets the number of takes and
+`SOAK_SEED` the chaos. Takes are square 480p one-second takes (480x480, the smallest frame
+the catalog offers): what is soaked is the platform around the render, not x264, and the
+smaller frame takes about 40% off a take's render and processing on a shared 2-core
+machine. Beat dispatches every second (the platform dispatches as soon as a slot frees; the
+beat only picks up after a lost message). The counts (takes by final status, kills by
+kind, takes canceled) and the wall time are printed.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from workers.tests.conftest import free_port, start_node
 from workers.tests.live import SHARED_MEDIA, Workers
 
 pytestmark = pytest.mark.live  # processes outside pytest: --clock cannot move them
-SOAK_TAKES = int(os.environ.get("SOAK_TAKES", "80"))
+SOAK_TAKES = int(os.environ.get("SOAK_TAKES", "200"))
 SOAK_SEED = int(os.environ.get("SOAK_SEED", "13"))
 # Kills during the run (one of each kind first), then the platform is left to recover.
 SOAK_FAULTS = int(os.environ.get("SOAK_FAULTS", "9"))
@@ -99,7 +105,13 @@ class Web:
 
 
 def _spec() -> TakeSpec:
-    return TakeSpec(model="wan2.1-t2v-1.3b", prompt="a soak test", resolution="480p", duration=1)
+    return TakeSpec(
+        model="wan2.1-t2v-1.3b",
+        prompt="a soak test",
+        resolution="480p",
+        aspect_ratio="1:1",
+        duration=1,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -137,7 +149,7 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
     )
     second.served_models.set(first.served_models.all())
     pool = Workers(web.url, tmp_path)
-    pool.env.update(base_env | {"PUBLIC_BASE_URL": web.url, "DISPATCH_INTERVAL_MS": "300"})
+    pool.env.update(base_env | {"PUBLIC_BASE_URL": web.url, "DISPATCH_INTERVAL_MS": "1000"})
     workers = [pool.start(), pool.start()]
 
     teams = []
@@ -149,7 +161,9 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
         teams.append((user, workspace))
 
     faults: Counter[str] = Counter()
+    canceled: set = set()  # takes whose cancel was accepted
     takes: list[Take] = []
+    started = time.monotonic()
     # One of each kind first (in a random order), then any.
     kinds = rng.sample(["worker", "node", "redis"], 3)
     try:
@@ -167,11 +181,10 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
                 victim = rng.choice(takes)
                 try:
                     cancel_take(Take.objects.dangerously_unscoped().get(pk=victim.pk))
-                    faults["cancel"] += 1
+                    canceled.add(victim.pk)
                 except TakeActionError:
-                    pass
-            kills = faults["worker"] + faults["node"] + faults["redis"]
-            if time.monotonic() >= next_fault and kills < SOAK_FAULTS:
+                    pass  # it finished meanwhile
+            if time.monotonic() >= next_fault and sum(faults.values()) < SOAK_FAULTS:
                 kind = kinds.pop(0) if kinds else rng.choice(["worker", "node", "redis"])
                 faults[kind] += 1
                 if kind == "worker":
@@ -206,8 +219,9 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
     rows = list(Take.objects.dangerously_unscoped().all())
     statuses = Counter(take.status for take in rows)
     print(
-        f"\nsoak: {len(rows)} takes {dict(statuses)}; faults {dict(faults)} "
-        f"({faults['worker'] + faults['node'] + faults['redis']} kills)"
+        f"\nsoak: {len(rows)} takes in {time.monotonic() - started:.0f} s, by final status "
+        f"{dict(statuses)}; kills {dict(faults)} ({sum(faults.values())} in all); "
+        f"{len(canceled)} takes canceled by the test"
     )
     assert len(rows) == SOAK_TAKES
     assert all(take.status in TERMINAL for take in rows), statuses
@@ -221,4 +235,6 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
         else:
             assert take.charged == 0, (take.pk, take.status, take.charged)
             assert hold.status == HoldStatus.RELEASED, (take.pk, take.status, hold.status)
+        if take.pk in canceled:  # a cancel once accepted holds, whatever arrives later
+            assert take.status == TakeStatus.CANCELED, (take.pk, take.status)
     assert statuses[TakeStatus.SUCCEEDED] >= SOAK_TAKES // 2, statuses
