@@ -286,6 +286,8 @@ API_TARGETS = [
     ("POST", "/api/v1/takes/{take}/cancel/", "json", ["reason"], {}),
     ("POST", "/api/v1/projects/", "json", ["name"], {"name": "Fuzz"}),
     ("POST", "/api/v1/projects/", "multipart", ["name"], {"name": "Fuzz"}),
+    ("POST", "/api/v1/projects/{project}/rough-cuts/", "json", ["crossfade_ms"], {}),
+    ("GET", "/api/v1/rough-cuts/", "query", ["project", "status", "cursor"], {}),
     ("POST", "/api/v1/webhook-endpoints/", "json", WEBHOOK_FIELDS, WEBHOOK_BODY),
     ("PATCH", "/api/v1/webhook-endpoints/{endpoint}/", "json", WEBHOOK_FIELDS, WEBHOOK_BODY),
     ("GET", "/api/v1/takes/", "query", [*TAKE_FILTERS, "page_size"], {}),
@@ -347,6 +349,7 @@ def _api_send(world: ApiWorld, target, payload, key: str | None) -> int:
     method, template, kind, _fields, _base = target
     url = template.format(
         take=world.take.pk,
+        project=world.project,
         draft=world.draft.pk,
         endpoint=world.endpoint.pk,
         video=video_id(world.take),
