@@ -172,7 +172,10 @@ def attempt(delivery_id: str, *, now: datetime | None = None) -> WebhookDelivery
     with transaction.atomic():
         delivery = (
             WebhookDelivery.objects.dangerously_unscoped()
-            .select_for_update(skip_locked=True)
+            # Lock the delivery row only: with the joined endpoint locked too, a worker
+            # sending one of an endpoint's deliveries made another worker skip the next
+            # one (two events of one take), which then waited for `requeue_due`.
+            .select_for_update(skip_locked=True, of=("self",))
             .select_related("endpoint")
             .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
             .first()
@@ -208,7 +211,7 @@ def _record(delivery, sent_at, status_code, text, error, duration_ms, ok) -> Web
     with transaction.atomic():
         delivery = (
             WebhookDelivery.objects.dangerously_unscoped()
-            .select_for_update()
+            .select_for_update(of=("self",))
             .select_related("endpoint")
             .get(pk=delivery.pk)
         )

@@ -5,13 +5,15 @@ after failing for days, and never sent to private addresses or through redirects
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from datetime import timedelta
 from unittest import mock
 
 import pytest
 import time_machine
 from django.core import mail
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -159,6 +161,40 @@ def test_a_failing_receiver_gets_retries_with_growing_delays(api, pro_acme, rece
     assert delivery.response_body == "answered 500"
     # Every try carried the same webhook-id.
     assert {h["webhook-id"] for h, _ in receiver.requests} == {delivery.message_id}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sending_one_delivery_does_not_make_another_of_the_endpoint_skip(
+    api, pro_acme, receiver, loopback
+):
+    """Two workers send two events of one take to one endpoint at once (PostgreSQL): one
+    is recording its answer (it holds the endpoint's row to count its health) when the other
+    claims its delivery; the claim must not skip it (it used to, and the event then waited
+    for the re-drive a minute later)."""
+    endpoint = endpoint_for(api, receiver.url, ["take.failed", "video.failed"])
+    webhooks.emit_to(endpoint, "take.failed", {"id": "x"})
+    second = webhooks.emit_to(endpoint, "video.failed", {"id": "x"})
+    locked = threading.Event()
+
+    def recording_the_first():
+        try:
+            with transaction.atomic():
+                WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+                locked.set()
+                time.sleep(1)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=recording_the_first)
+    other.start()
+    try:
+        assert locked.wait(10)
+        assert webhooks.attempt(str(second.pk)) is not None
+    finally:
+        other.join()
+    second.refresh_from_db()
+    assert second.status == DeliveryStatus.SUCCEEDED
+    assert [h["webhook-id"] for h, _ in receiver.requests] == [second.message_id]
 
 
 def test_deliveries_give_up_after_the_last_delay(api, pro_acme, receiver, loopback, settings):
