@@ -152,6 +152,11 @@ def _test_settings(settings, tmp_path):
         },
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # A request in another language leaves it active in this thread (LocaleMiddleware
+    # activates it and nothing switches back): every test starts in the default language.
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
 
 
 def make_user(email: str, password: str = "a-long-test-password"):
