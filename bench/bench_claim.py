@@ -62,14 +62,31 @@ def _catalog() -> dict:
         )
         for p in PRIORITIES
     ]
-    return {"models": models, "pools": pools, "plans": plans, "workspaces": [], "nodes": 0}
+    return {
+        "models": models,
+        "pools": pools,
+        "plans": plans,
+        "workspaces": [],
+        "nodes": 0,
+        "takes": 0,
+    }
 
 
 def _grow(world: dict, queued: int, workspaces: int, nodes: int, rng: random.Random) -> None:
     """Add workspaces, nodes and queued takes until the world has this many."""
     from accounts.models import Workspace
+    from billing import periods
     from billing.models import Subscription
-    from generation.models import Node, Project, Shot, Submission, Take, TakeStatus
+    from generation import queue
+    from generation.models import (
+        Node,
+        Project,
+        Shot,
+        Submission,
+        Take,
+        TakeStatus,
+        WorkspaceUsage,
+    )
 
     now = timezone.now()
     new = [
@@ -95,9 +112,28 @@ def _grow(world: dict, queued: int, workspaces: int, nodes: int, rng: random.Ran
     submissions = Submission.objects.dangerously_unscoped().bulk_create(
         [Submission(workspace=w, idempotency_key="k", fingerprint="x") for w in new], 2_000
     )
+    first_new = len(world["workspaces"])
+    rows = []
     for workspace, shot, submission in zip(new, shots, submissions, strict=True):
         plan = world["plans"][workspace.pk % len(world["plans"])]
+        rows.append((len(world["workspaces"]), workspace.pk, shot.pk, submission.pk))
         world["workspaces"].append((workspace.pk, shot.pk, submission.pk, plan.queue_priority))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_workspace (idx int PRIMARY KEY, ws bigint, "
+            "shot bigint, submission bigint, priority int, usage int)"
+        )
+        # Usage this period: workspaces have rendered different amounts, so the fairness
+        # order is not simply age.
+        cursor.executemany(
+            "INSERT INTO bench_workspace VALUES (%s, %s, %s, %s, %s, %s)",
+            [(*row, world["workspaces"][row[0]][3], rng.randrange(600)) for row in rows],
+        )
+        cursor.execute(
+            f"INSERT INTO {WorkspaceUsage._meta.db_table} (workspace_id, period_start, seconds) "  # noqa: S608
+            f"SELECT ws, %s, usage FROM bench_workspace WHERE idx >= %s",
+            [periods.month_start(now), first_new],
+        )
 
     added = []
     for index in range(world["nodes"], nodes):
@@ -121,21 +157,78 @@ def _grow(world: dict, queued: int, workspaces: int, nodes: int, rng: random.Ran
     world["nodes"] = nodes
 
     missing = queued - Take.objects.filter(status=TakeStatus.QUEUED).count()
-    takes = []
-    for index in range(missing):
-        ws, shot, submission, priority = rng.choice(world["workspaces"])
-        takes.append(
-            Take(
-                workspace_id=ws, shot_id=shot, submission_id=submission,
-                video_model=world["models"][index % MODELS], mode="standard",
-                resolution="480p", aspect_ratio="16:9", width=854, height=480,
-                duration_seconds=rng.randint(1, 5), fps=16, seed=index, quote={},
-                priority=priority, status=TakeStatus.QUEUED,
-            )
-        )  # fmt: skip
-    Take.objects.bulk_create(takes, batch_size=5_000)
+    _insert_takes(world, missing, periods.month_start(now), rng)
+    # The earlier takes' sort keys follow the usage the new workspaces brought (none).
+    queue.refresh_keys(now)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        cursor.execute("VACUUM ANALYZE")
+
+
+def _insert_takes(world: dict, count: int, period, rng: random.Random) -> None:
+    """`count` queued takes of random workspaces, oldest first, in one INSERT … SELECT over
+    generate_series (100,000 take a few seconds; the ORM would take minutes), with their
+    sort keys as a submission sets them."""
+    from generation.models import Take
+
+    if count <= 0:
+        return
+    columns = {
+        "id": "gen_random_uuid()",
+        "workspace_id": "w.ws",
+        "shot_id": "w.shot",
+        "submission_id": "w.submission",
+        "video_model_id": "(%s::bigint[])[1 + g %% %s]",
+        "mode": "'standard'",
+        "resolution": "'480p'",
+        "aspect_ratio": "'16:9'",
+        "width": "854",
+        "height": "480",
+        "duration_seconds": "1 + floor(random() * 5)::int",
+        "fps": "16",
+        "seed": "g",
+        "quote": "'{}'::jsonb",
+        "charged": "0",
+        "is_favourite": "false",
+        "prompt": "'p'",
+        "negative_prompt": "''",
+        "prompt_version": "1",
+        "reference_image": "''",
+        "last_frame_image": "''",
+        "status": "'queued'",
+        "priority": "w.priority",
+        "queue_usage": "w.usage",
+        "queue_period": "%s",
+        "progress": "0",
+        "provider_cost": "0",
+        "attempts": "0",
+        "webhook_secret": "md5(g::text)",
+        "created_at": "now() - interval '1 day' + g * interval '1 ms'",
+        "error": "''",
+        "output_original": "''",
+        "output_poster": "''",
+        "output_preview": "''",
+        "live_preview": "''",
+        "measured_codec": "''",
+    }
+    start = world["takes"]
+    world["takes"] += count
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT setseed(%s)", [rng.random()])
+        cursor.execute(
+            f"INSERT INTO {Take._meta.db_table} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(columns.values())} FROM ("
+            f"  SELECT g, floor(random() * %s)::int AS pick"
+            f"  FROM generate_series(%s, %s) g OFFSET 0"
+            f") picked JOIN bench_workspace w ON w.idx = picked.pick",
+            [
+                [m.pk for m in world["models"]],
+                MODELS,
+                period,
+                len(world["workspaces"]),
+                start + 1,
+                start + count,
+            ],
+        )
 
 
 def _claim_and_finish() -> float | None:

@@ -137,11 +137,14 @@ def _ping(client: redis.Redis, timeout: int = 30) -> float:
     return time.perf_counter() - started
 
 
-def _dispatch_once(user, workspace, node_url: str, index: int) -> tuple[float, float, float]:
+def _dispatch_once(user, workspace, node_url: str, index: int) -> dict[str, float]:
     """Submit one take and wait until the node accepted it; returns seconds from submit,
-    from commit, and from commit to the dispatcher's claim (the broker hop)."""
+    from commit, and the parts of the path the worker's timestamps tell apart: commit to
+    the claim's start (the broker hop), the claim (to the attempt record), the node's PUT
+    answer (to the lease the answer renews) and the rest (that write's commit, our poll)."""
     from generation.models import Take, TakeStatus
     from generation.submission import TakeSpec, submit_takes
+    from workers.models import ProviderJob
 
     spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt=f"bench {index}", resolution="480p", duration=1)
     started = time.perf_counter()
@@ -152,11 +155,23 @@ def _dispatch_once(user, workspace, node_url: str, index: int) -> tuple[float, f
     while not query.exists():
         time.sleep(0.001)
     done = time.perf_counter()
+    done_at = time.time()
     take = Take.objects.dangerously_unscoped().get(pk=take.pk)
+    job = ProviderJob.objects.dangerously_unscoped().get(take=take, attempt=take.attempts)
     _wait_ready(node_url)
     # Free the slot as settlement would (the web app is not running here).
     Take.objects.dangerously_unscoped().filter(pk=take.pk).update(status=TakeStatus.SUCCEEDED)
-    return done - started, done - committed, take.dispatched_at.timestamp() - committed_at
+    claimed = take.dispatched_at.timestamp()
+    sent = job.submitted_at.timestamp()
+    answered = take.lease_expires_at.timestamp() - settings.TAKE_LEASE_SECONDS
+    return {
+        "submit": done - started,
+        "commit": done - committed,
+        "hop": claimed - committed_at,
+        "claim": sent - claimed,
+        "put": answered - sent,
+        "rest": done_at - answered,
+    }
 
 
 def _rounds(client: redis.Redis, user, workspace, node_url: str) -> dict[str, list[float]]:
@@ -164,12 +179,11 @@ def _rounds(client: redis.Redis, user, workspace, node_url: str) -> dict[str, li
     samples: dict[str, list[float]] = defaultdict(list)
     for index in range(WARMUP + ROUNDS):
         ping = _ping(client)
-        submit, commit, hop = _dispatch_once(user, workspace, node_url, index)
+        parts = _dispatch_once(user, workspace, node_url, index)
         if index >= WARMUP:  # the first rounds warm the worker's connections
             samples["baseline"].append(ping)
-            samples["submit"].append(submit)
-            samples["commit"].append(commit)
-            samples["hop"].append(hop)
+            for name, seconds in parts.items():
+                samples[name].append(seconds)
     return samples
 
 
@@ -190,6 +204,9 @@ def main() -> None:
     print(f"submit -> node accepted:        {_ms(samples['submit'])}")
     print(f"commit -> node accepted:        {_ms(samples['commit'])}")
     print(f"  of which commit -> claimed:   {_ms(samples['hop'])}")
+    print(f"           the claim:           {_ms(samples['claim'])}")
+    print(f"           the node's PUT:      {_ms(samples['put'])}")
+    print(f"           the rest:            {_ms(samples['rest'])}")
     for name, label in (("submit", "from submit"), ("commit", "from commit")):
         median = statistics.median(samples[name]) / base
         p90 = _p90(samples[name]) / _p90(samples["baseline"])

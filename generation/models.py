@@ -366,6 +366,13 @@ class Take(WorkspaceOwned):
         max_length=16, choices=TakeStatus.choices, default=TakeStatus.QUEUED, db_index=True
     )
     priority = models.IntegerField(default=0)
+    # The queue's sort key after the class: the workspace's usage (`WorkspaceUsage.seconds`)
+    # of the period starting `queue_period`, copied here so the claim reads the queue in
+    # order from one index (`take_queue`). Set at submission, kept in step for the
+    # workspace's live takes by `generation.queue.record_usage`; a key of another period
+    # (or none) is brought up to date by `generation.queue.refresh_keys` before a claim.
+    queue_usage = models.BigIntegerField(default=0)
+    queue_period = models.DateTimeField(null=True, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
     node = models.ForeignKey(
         Node, on_delete=models.SET_NULL, null=True, blank=True, related_name="takes"
@@ -405,10 +412,27 @@ class Take(WorkspaceOwned):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            # The dispatcher's order (generation.queue.ORDER), read in order by a claim.
             models.Index(
-                fields=["-priority", "created_at"],
+                fields=["-priority", "queue_usage", "created_at", "id"],
                 condition=models.Q(status="queued"),
                 name="take_queue",
+            ),
+            # Queued takes whose sort key is of another period (or none): few or none.
+            models.Index(
+                fields=["queue_period"], condition=models.Q(status="queued"), name="take_queue_key"
+            ),
+            # A workspace's live takes (its concurrency count, its sort keys kept in step).
+            models.Index(
+                fields=["workspace"],
+                condition=models.Q(status__in=["queued", "dispatching", "running"]),
+                name="take_live_by_workspace",
+            ),
+            # Takes that may hold a slot on a node (generation.lifecycle.holding_slot).
+            models.Index(
+                fields=["node"],
+                condition=models.Q(status__in=["dispatching", "running", "canceled"]),
+                name="take_slot_by_node",
             ),
         ]
 

@@ -5,46 +5,105 @@ this billing period (seconds dispatched since `billing.periods.month_start`), th
 takes are eligible only inside an off-peak window. `queue_positions` numbers the eligible
 queued takes in exactly that order, in one query for any number of takes, so the "#3 in
 queue" on a card is the place the dispatcher will give it.
+
+The usage is the `WorkspaceUsage` counter; each take carries a copy of its workspace's
+(`Take.queue_usage`, of the period `Take.queue_period`) so a claim reads the queue in order
+from one index (`take_queue`) however long it is: the copy is made at submission
+(`usage_key`: the workspace's latest counter), `record_usage` updates the workspace's live
+takes whenever it counts a dispatch, and `refresh_keys` (run before every claim) recomputes
+the few queued takes whose copy is of another period or missing (a new month; takes made
+elsewhere). The positions
+read the copy where it is of the current period and the counter otherwise, which is what
+`refresh_keys` will make the copy before the claim reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import F, OuterRef, QuerySet, Subquery, Window
+from django.db.models import Case, F, OuterRef, QuerySet, Subquery, When, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from billing import periods, pricing
 
-from .models import Take, TakeStatus, WorkspaceUsage
+from .models import IN_FLIGHT, Take, TakeStatus, WorkspaceUsage
 
-ORDER = ("-priority", "usage", "created_at", "id")
+ORDER = ("-priority", "queue_usage", "created_at", "id")
+# Takes whose sort key moves with their workspace's usage: queued ones, and in-flight ones
+# (which may be put back in the queue).
+LIVE = (TakeStatus.QUEUED, *IN_FLIGHT)
 
 
-def _ordering() -> list:
-    return [
-        F("priority").desc(),
-        F("usage").asc(),
-        F("created_at").asc(),
-        F("id").asc(),
-    ]
+def _usage_of_workspace(period: datetime) -> Subquery:
+    """The take's workspace's seconds of `period` (the `WorkspaceUsage` counter), 0 if none."""
+    usage = WorkspaceUsage.objects.dangerously_unscoped().filter(
+        workspace=OuterRef("workspace"), period_start=period
+    )
+    return Coalesce(Subquery(usage.values("seconds")[:1]), 0)
 
 
 def with_usage(queryset: QuerySet, now: datetime) -> QuerySet:
-    """Annotate each take with its workspace's seconds dispatched this period (the
-    `WorkspaceUsage` counter: one index lookup per row, not a sum over the period)."""
-    usage = WorkspaceUsage.objects.dangerously_unscoped().filter(
-        workspace=OuterRef("workspace"), period_start=periods.month_start(now)
+    """Annotate each take with its workspace's seconds dispatched this period: its copy
+    when that is of this period, else the counter (what `refresh_keys` will copy)."""
+    period = periods.month_start(now)
+    return queryset.annotate(
+        usage=Case(
+            When(queue_period=period, then=F("queue_usage")),
+            default=_usage_of_workspace(period),
+        )
     )
-    return queryset.annotate(usage=Coalesce(Subquery(usage.values("seconds")[:1]), 0))
+
+
+def usage_key(workspace_id, now: datetime) -> tuple[int, datetime]:
+    """(usage, period) a take the workspace submits now is queued with. One query when the
+    workspace's latest counter is of a period that began less than 28 days ago (it is then
+    this month's: no month is shorter), a second one (the billing time zone) otherwise."""
+    latest = (
+        WorkspaceUsage.objects.dangerously_unscoped()
+        .filter(workspace_id=workspace_id)
+        .order_by("-period_start")
+        .values_list("seconds", "period_start")
+        .first()
+    )
+    if latest is not None and latest[1] <= now < latest[1] + timedelta(days=28):
+        return latest
+    period = periods.month_start(now)
+    return (latest[0] if latest is not None and latest[1] == period else 0), period
+
+
+def refresh_keys(now: datetime) -> datetime:
+    """Recompute the sort key of queued takes whose copy is of another period or missing
+    (none but after a month turned or takes made elsewhere: one probe of the
+    `take_queue_key` index). Takes another transaction holds are left (SKIP LOCKED), so
+    a claim never waits here. Returns the period. Plain SQL: it runs before every claim."""
+    period = periods.month_start(now)
+    value = connection.ops.adapt_datetimefield_value(period)
+    takes = connection.ops.quote_name(Take._meta.db_table)
+    usage = connection.ops.quote_name(WorkspaceUsage._meta.db_table)
+    stale = (
+        f"SELECT id FROM {takes} WHERE status = %s AND (queue_period IS NULL "  # noqa: S608
+        f"OR queue_period < %s OR queue_period > %s)"
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        stale += " FOR UPDATE SKIP LOCKED"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {takes} SET queue_period = %s, queue_usage = COALESCE("  # noqa: S608
+            f"(SELECT u.seconds FROM {usage} u WHERE u.workspace_id = {takes}.workspace_id "
+            f"AND u.period_start = %s), 0) WHERE id IN ({stale})",
+            [value, value, TakeStatus.QUEUED.value, value, value],
+        )
+    return period
 
 
 def record_usage(take: Take, now: datetime, previously_dispatched_at: datetime | None) -> None:
     """Count a take the dispatcher just sent in its workspace's usage of the period, once:
-    a retry in the same period (it was dispatched since the period began) adds nothing."""
+    a retry in the same period (it was dispatched since the period began) adds nothing.
+    The workspace's live takes get the new usage as their sort key (the caller holds the
+    workspace's row lock, so two claims never interleave here)."""
     period = periods.month_start(now)
     if previously_dispatched_at is not None and previously_dispatched_at >= period:
         return
@@ -53,18 +112,32 @@ def record_usage(take: Take, now: datetime, previously_dispatched_at: datetime |
         cursor.execute(
             f"INSERT INTO {table} (workspace_id, period_start, seconds) VALUES (%s, %s, %s) "  # noqa: S608
             f"ON CONFLICT (workspace_id, period_start) "
-            f"DO UPDATE SET seconds = {table}.seconds + excluded.seconds",
+            f"DO UPDATE SET seconds = {table}.seconds + excluded.seconds RETURNING seconds",
             [
                 take.workspace_id,
                 connection.ops.adapt_datetimefield_value(period),
                 take.duration_seconds,
             ],
         )
+        (seconds,) = cursor.fetchone()
+        takes = connection.ops.quote_name(Take._meta.db_table)
+        cursor.execute(
+            f"UPDATE {takes} SET queue_usage = %s, queue_period = %s "  # noqa: S608
+            f"WHERE workspace_id = %s AND status IN ({', '.join(['%s'] * len(LIVE))})",
+            [
+                seconds,
+                connection.ops.adapt_datetimefield_value(period),
+                take.workspace_id,
+                *(status.value for status in LIVE),
+            ],
+        )
 
 
-def queue_order(queryset: QuerySet, now: datetime) -> QuerySet:
-    """Priority class, then the workspace with least usage this period, then age."""
-    return with_usage(queryset, now).order_by(*ORDER)
+def queue_order(queryset: QuerySet, period: datetime) -> QuerySet:
+    """Priority class, then the workspace with least usage this period, then age: the
+    `take_queue` index's order. Takes whose key is not of `period` (which `refresh_keys`
+    returned) are left out: another transaction is refreshing them."""
+    return queryset.filter(queue_period=period).order_by(*ORDER)
 
 
 def eligible_queued(now: datetime) -> QuerySet:
@@ -82,8 +155,9 @@ def queue_positions(takes: Iterable[Take], now: datetime | None = None) -> dict:
     if not ids:
         return {}
     now = now or timezone.now()
+    ordering = [F("priority").desc(), F("usage").asc(), F("created_at").asc(), F("id").asc()]
     numbered = with_usage(eligible_queued(now), now).annotate(
-        position=Window(RowNumber(), order_by=_ordering())
+        position=Window(RowNumber(), order_by=ordering)
     )
     # Number the whole eligible queue, then pick ours: a filter on the same query would
     # number only the picked rows (SQL applies WHERE before window functions).

@@ -30,6 +30,7 @@ from billing import ledger, plans, pricing
 from config import enqueue
 from config.validation import has_lone_surrogate
 
+from . import queue
 from .models import (
     RESOLUTION_SHORT_SIDE,
     Project,
@@ -389,6 +390,8 @@ def _create(
             deadline = None
             if spec.mode == pricing.Mode.OFF_PEAK:
                 deadline = now + timedelta(hours=settings.OFF_PEAK_DEADLINE_HOURS)
+            # The queue's sort key: the workspace's usage this period (generation.queue).
+            queue_usage, queue_period = queue.usage_key(workspace.pk, now)
             takes = []
             for index in range(spec.count):
                 seed = secrets.randbelow(MAX_SEED + 1) if spec.seed is None else spec.seed + index
@@ -410,6 +413,8 @@ def _create(
                     quote=quote.as_dict(),
                     **inputs,
                     priority=plan.queue_priority,
+                    queue_usage=queue_usage,
+                    queue_period=queue_period,
                     deadline=deadline,
                     status=TakeStatus.QUEUED,
                 )

@@ -29,13 +29,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Workspace
 from billing import plans
-from generation import lifecycle
+from generation import lifecycle, queue
 from generation.models import IN_FLIGHT, Node, NodeState, Route, RouteKind, Take, TakeStatus
 from generation.queue import eligible_queued, queue_order
 from generation.reports import State
@@ -55,8 +55,11 @@ from .models import JobStatus, Provider, ProviderJob
 
 log = logging.getLogger(__name__)
 
-# How many queued takes one claim looks at (the best first) to find one that fits.
+# How many queued takes one claim reads at a time (the best first) to find one that fits,
+# and how many such windows at most (each leaves out the models and workspaces the last
+# one found full).
 CLAIM_WINDOW = 50
+CLAIM_WINDOWS = 8
 
 
 def _locked(queryset: QuerySet, **kwargs: Any) -> QuerySet:
@@ -108,74 +111,126 @@ def _failed_over(take_ids) -> dict:
     return result
 
 
-def _routes_by_model(
-    nodes: list[Node], providers: list[Provider] = ()
-) -> dict[int, list[Node | Provider]]:
-    """Model id → free nodes and providers that may serve it, best route first (most free
-    slots first within a pool)."""
-    by_pool: dict[int, list[Node]] = defaultdict(list)
-    for node in nodes:
-        by_pool[node.pool_id].append(node)
-    served = set(
-        Node.served_models.through.objects.filter(node_id__in=[n.pk for n in nodes]).values_list(
-            "node_id", "videomodel_id"
-        )
-    )
-    free_providers = {p.pk: p for p in providers}
-    result: dict[int, list[Node | Provider]] = defaultdict(list)
-    routes = Route.objects.filter(
-        Q(kind=RouteKind.NODE_POOL, pool_id__in=by_pool)
-        | Q(kind=RouteKind.PROVIDER, provider_id__in=free_providers),
-        is_active=True,
-    ).order_by("priority", "id")
-    for route in routes:
-        if route.kind == RouteKind.PROVIDER:
-            result[route.video_model_id].append(free_providers[route.provider_id])
-            continue
-        pool_nodes = sorted(by_pool[route.pool_id], key=lambda n: -n.free)
-        for node in pool_nodes:
-            if (node.pk, route.video_model_id) in served and node not in result[
-                route.video_model_id
-            ]:
-                result[route.video_model_id].append(node)
+def _routes() -> dict[int, list[Route]]:
+    """Model id → its active routes (node pools and providers), best first."""
+    result: dict[int, list[Route]] = defaultdict(list)
+    for route in Route.objects.filter(is_active=True).order_by("priority", "id"):
+        result[route.video_model_id].append(route)
     return result
 
 
-def _free_nodes(skip_nodes: frozenset[int]) -> list[Node]:
-    """Active nodes with a free slot, read without locking them: a claim locks only the
-    node it takes (`_lock_slot`), so dispatchers working side by side do not wait on, or
-    skip, each other's nodes."""
-    active = Node.objects.filter(state=NodeState.ACTIVE).exclude(pk__in=skip_nodes)
-    nodes = list(active.order_by("id"))
-    busy = takes_on_nodes([n.pk for n in nodes])
-    free = []
-    for node in nodes:
-        node.free = node.slots - busy.get(node.pk, 0)
-        if node.free > 0:
-            free.append(node)
-    return free
+def _holding_sql(alias: str) -> str:
+    """`lifecycle.holding_slot` as SQL on the take table aliased `alias` (one parameter:
+    now)."""
+    in_flight = ", ".join(f"'{status.value}'" for status in IN_FLIGHT)
+    return (
+        f"({alias}.status IN ({in_flight}) OR ({alias}.status = '{TakeStatus.CANCELED.value}' "
+        f"AND {alias}.lease_expires_at > %s))"
+    )
 
 
-def _lock_slot(targets: list[Node | Provider]) -> Node | Provider | None:
-    """The first target with a slot still free, its row locked (SKIP LOCKED: a node another
-    dispatcher is placing a take on right now is passed over). The node's takes are counted
-    again after the lock, so a slot taken by a claim that committed meanwhile is seen."""
-    for target in targets:
-        if isinstance(target, Provider):
-            return target  # providers are few: `_free_providers` locked them all
-        locked = _locked(
-            Node.objects.filter(pk=target.pk, state=NodeState.ACTIVE).values_list("pk"),
-            skip_locked=True,
+def _lock_node(
+    pool_id: int, model_id: int, now, *, exclude=frozenset(), only: int | None = None
+) -> Node | None:
+    """An active node of the pool serving the model with a slot free, its row locked (SKIP
+    LOCKED: a node another dispatcher is placing a take on right now is passed over): an
+    idle one first (lowest id: found without counting every node's takes), else the one
+    with the most free slots. The node's takes are counted again after the lock, so a slot
+    taken by a claim that committed meanwhile is seen. No other node is locked.
+
+    Plain SQL: this runs for every claim, and building the same statement with the ORM
+    cost more than the database took to run it."""
+    node_table = Node._meta.db_table
+    served_table = Node.served_models.through._meta.db_table
+    take_table = Take._meta.db_table
+    lock = ""
+    if connection.features.has_select_for_update_skip_locked:
+        lock = "FOR UPDATE OF n SKIP LOCKED"
+    busy = f"(SELECT COUNT(*) FROM {take_table} t WHERE t.node_id = n.id AND {_holding_sql('t')})"  # noqa: S608
+    passed = set(exclude) - {None}
+    for _ in range(8):  # a few nodes filled meanwhile at most; the next claim tries again
+        where = ["n.pool_id = %s", "n.state = %s", "s.videomodel_id = %s"]
+        params: list[Any] = [pool_id, NodeState.ACTIVE, model_id]
+        if only is not None:
+            where.append("n.id = %s")
+            params.append(only)
+        if passed:
+            where.append(f"n.id NOT IN ({', '.join(['%s'] * len(passed))})")
+            params.extend(passed)
+        base = (
+            f"SELECT n.* FROM {node_table} n JOIN {served_table} s ON s.node_id = n.id "  # noqa: S608
+            f"WHERE {' AND '.join(where)}"
         )
-        if list(locked) and takes_on_nodes([target.pk]).get(target.pk, 0) < target.slots:
-            return target
+        idle = (
+            f"{base} AND NOT EXISTS (SELECT 1 FROM {take_table} t "  # noqa: S608
+            f"WHERE t.node_id = n.id AND {_holding_sql('t')}) ORDER BY n.id LIMIT 1 {lock}"
+        )
+        found = list(Node.objects.raw(idle, [*params, now]))
+        if not found:
+            some = (
+                f"{base} AND n.slots > {busy} ORDER BY n.slots - {busy} DESC, n.id LIMIT 1 {lock}"
+            )
+            found = list(Node.objects.raw(some, [*params, now, now]))
+        if not found:
+            return None
+        node = found[0]
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {busy.replace('n.id', '%s')}", [node.pk, now])
+            (taken,) = cursor.fetchone()
+        if taken < node.slots:
+            return node
+        passed.add(node.pk)
     return None
 
 
-def _lock_queued(take: Take) -> Take | None:
+def _lock_target(
+    take: Take,
+    routes: list[Route],
+    providers: dict[int, Provider],
+    turned_away: set[int],
+    skip_nodes: frozenset[int],
+    now,
+) -> Node | Provider | None:
+    """A free slot for the take, its node locked: the model's routes in priority order, the
+    node of its last failed attempt and providers that turned it away tried last."""
+    later: list[Provider | int] = []
+    avoid = take.previous_node_id
+    for route in routes:
+        if route.kind == RouteKind.PROVIDER:
+            provider = providers.get(route.provider_id)
+            if provider is not None and provider.pk in turned_away:
+                later.append(provider)
+            elif provider is not None:
+                return provider  # providers are few: `_free_providers` locked them all
+            continue
+        node = _lock_node(
+            route.pool_id, take.video_model_id, now, exclude=skip_nodes | {avoid} - {None}
+        )
+        if node is not None:
+            return node
+        if avoid is not None and avoid not in skip_nodes:
+            later.append(route.pool_id)
+    for item in later:
+        if isinstance(item, Provider):
+            return item
+        node = _lock_node(item, take.video_model_id, now, only=avoid)
+        if node is not None:
+            return node
+    return None
+
+
+def _lock_workspace(workspace_id: int) -> bool:
+    """Lock the workspace's row, which serializes its concurrency check across dispatchers;
+    False if another claim holds it (SKIP LOCKED: this claim passes the workspace over for
+    now instead of waiting for that one to commit)."""
+    locked = _locked(Workspace.objects.filter(pk=workspace_id).values_list("pk"), skip_locked=True)
+    return bool(list(locked))
+
+
+def _lock_queued(take_id) -> Take | None:
     """The take, row-locked, if it is still queued and no other dispatcher holds it."""
     locked = _locked(
-        Take.objects.dangerously_unscoped().filter(pk=take.pk, status=TakeStatus.QUEUED),
+        Take.objects.dangerously_unscoped().filter(pk=take_id, status=TakeStatus.QUEUED),
         skip_locked=True,
     )
     return locked.first()
@@ -184,58 +239,73 @@ def _lock_queued(take: Take) -> Take | None:
 def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | None:
     """Claim one queued take and a node slot for it; None when nothing fits right now.
     `skip_nodes`: nodes that just answered "at capacity" (their slots are busy with work
-    we do not know of, e.g. a cancel still on its way)."""
+    we do not know of, e.g. a cancel still on its way).
+
+    The queue is read in order from its index, a window at a time, without locks; each
+    candidate is then locked on its own (its workspace, the take, one node), so a claim
+    holds only what it places and other dispatchers take the next candidates. A model
+    with no free slot or a workspace at its limit (or being placed by another claim) is
+    left out of the next window, so its takes at the head of the queue do not hide
+    takes further down that fit."""
     now = now or timezone.now()
+    period = queue.refresh_keys(now)
     with transaction.atomic():
-        free_nodes = _free_nodes(skip_nodes)
-        free_providers = _free_providers()
-        if not free_nodes and not free_providers:
-            return None
-        candidates_for = _routes_by_model(free_nodes, free_providers)
-        if not candidates_for:
-            return None
-        queued = eligible_queued(now).filter(video_model_id__in=list(candidates_for))
-        # Read without locks: each candidate is locked on its own below, so a claim holds
-        # only the take it places and other dispatchers still see the rest of the window.
-        window = list(queue_order(queued, now)[:CLAIM_WINDOW])
-        if not window:
-            return None
-        full_workspaces: set[int] = set()
-        # Only providers are skipped for having turned a take away; nodes use previous_node.
-        turned_away = _failed_over([take.pk for take in window]) if free_providers else {}
-        plan_of = plans.plans_for({take.workspace_id for take in window})
-        for candidate in window:
-            if candidate.workspace_id in full_workspaces:
-                continue
-            take = _lock_queued(candidate)
-            if take is None:
-                continue  # another dispatcher is placing it, or it left the queue meanwhile
-            # The workspace row serializes concurrency checks across dispatchers: count
-            # running takes only once it is locked.
-            list(_locked(Workspace.objects.filter(pk=take.workspace_id).values_list("pk")))
-            running = (
-                Take.objects.dangerously_unscoped()
-                .filter(workspace_id=take.workspace_id, status__in=IN_FLIGHT)
-                .count()
+        routes = _routes()
+        has_providers = any(r.kind == RouteKind.PROVIDER for rs in routes.values() for r in rs)
+        providers = {p.pk: p for p in _free_providers()} if has_providers else {}
+        full_models: set[int] = set()
+        passed_workspaces: set[int] = set()
+        for _ in range(CLAIM_WINDOWS):
+            models = [model for model in routes if model not in full_models]
+            if not models:
+                return None
+            queued = eligible_queued(now).filter(video_model_id__in=models)
+            if passed_workspaces:
+                queued = queued.exclude(workspace_id__in=passed_workspaces)
+            # (id, workspace, model) rows, not takes: only the one placed is loaded whole.
+            window = list(
+                queue_order(queued, period).values_list("pk", "workspace_id", "video_model_id")[
+                    :CLAIM_WINDOW
+                ]
             )
-            if running >= plan_of[take.workspace_id].max_concurrent_takes:
-                full_workspaces.add(take.workspace_id)
-                continue
-            options = candidates_for[take.video_model_id]
-            others = [
-                target
-                for target in options
-                if not (
-                    target.pk == take.previous_node_id
-                    if isinstance(target, Node)
-                    else target.pk in turned_away.get(take.pk, ())
+            if not window:
+                return None
+            learned = len(full_models) + len(passed_workspaces)
+            # Only providers are skipped for having turned a take away; nodes use previous_node.
+            turned_away = _failed_over([row[0] for row in window]) if providers else {}
+            plan_of = plans.plans_for({row[1] for row in window})
+            for take_id, workspace_id, model_id in window:
+                if workspace_id in passed_workspaces or model_id in full_models:
+                    continue
+                if not _lock_workspace(workspace_id):
+                    passed_workspaces.add(workspace_id)
+                    continue
+                take = _lock_queued(take_id)
+                if take is None:
+                    continue  # another dispatcher placed it, or it left the queue meanwhile
+                running = (
+                    Take.objects.dangerously_unscoped()
+                    .filter(workspace_id=take.workspace_id, status__in=IN_FLIGHT)
+                    .count()
                 )
-            ]
-            target = _lock_slot(others + [t for t in options if t not in others])
-            if target is None:
-                continue  # every slot for this take's model was taken meanwhile
-            lifecycle.start_attempt(take, target, now)
-            return take
+                if running >= plan_of[take.workspace_id].max_concurrent_takes:
+                    passed_workspaces.add(take.workspace_id)
+                    continue
+                target = _lock_target(
+                    take,
+                    routes[take.video_model_id],
+                    providers,
+                    turned_away.get(take.pk, set()),
+                    skip_nodes,
+                    now,
+                )
+                if target is None:
+                    full_models.add(take.video_model_id)  # every slot for it is taken
+                    continue
+                lifecycle.start_attempt(take, target, now)
+                return take
+            if len(window) < CLAIM_WINDOW or len(full_models) + len(passed_workspaces) == learned:
+                return None  # the whole queue was seen, or the next window would be this one
         return None
 
 

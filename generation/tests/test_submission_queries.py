@@ -32,9 +32,11 @@ def test_statements_per_submission(alice, acme):
     submit_takes(acme, alice, spec, idempotency_key="warm")  # the inbox exists from here on
     one = _queries(lambda: submit_takes(acme, alice, spec, idempotency_key="one"))
     # model, plan, replay check, rate card, schedule, submission, inbox, the new shot's
-    # place in the storyboard (count and last position, for "Shot N"), shot; the hold
-    # (membership, wallet lock, one data-modifying statement); the take.
-    assert len(one) == 13, "\n".join(one)
+    # place in the storyboard (count and last position, for "Shot N"), shot; the queue's
+    # sort key (the workspace's latest usage counter and, as it has none this month, the
+    # billing time zone); the hold (membership, wallet lock, one data-modifying
+    # statement); the take.
+    assert len(one) == 15, "\n".join(one)
     four = _queries(
         lambda: submit_takes(
             acme, alice, TakeSpec(**{**spec.__dict__, "count": 4}), idempotency_key="four"

@@ -1,9 +1,13 @@
-"""A claim locks only the node it takes a slot on (issue 16): while one dispatcher's claim
-is still open, another claims on a different node instead of finding every node locked."""
+"""A claim locks only what it places (issue 16): the node it takes a slot on, the take and
+its workspace. While one dispatcher's claim is still open, another claims another
+workspace's take on a different node instead of finding every node locked; a take of the
+workspace being placed is passed over (its concurrency count is only known once the open
+claim commits), never waited for."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection, transaction
@@ -16,16 +20,19 @@ from workers import dispatch
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_an_open_claim_leaves_the_other_nodes_to_other_dispatchers(alice, acme):
+def test_an_open_claim_leaves_the_other_nodes_to_other_dispatchers(alice, acme, charlie):
     first = setup_catalog(base_url="http://127.0.0.1:9")
     second = Node.objects.create(
         name="second", pool=first.pool, base_url="http://127.0.0.1:9", auth_token="x"
     )
     second.served_models.set(first.served_models.all())
-    fund(acme, 1000)
-    subscribe(acme, "studio")
+    other_workspace = charlie.workspaces.get()
+    for workspace in (acme, other_workspace):
+        fund(workspace, 1000)
+        subscribe(workspace, "studio")
     spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="two nodes", resolution="480p", duration=1)
     submit_takes(acme, alice, TakeSpec(**{**spec.__dict__, "count": 2}), idempotency_key="k")
+    submit_takes(other_workspace, charlie, spec, idempotency_key="k")
     claimed, release = threading.Event(), threading.Event()
     held: dict = {}
 
@@ -42,11 +49,15 @@ def test_an_open_claim_leaves_the_other_nodes_to_other_dispatchers(alice, acme):
     thread.start()
     try:
         assert claimed.wait(30)
+        started = time.monotonic()
         other = dispatch.claim_next()
+        waited = time.monotonic() - started
     finally:
         release.set()
         thread.join()
     assert held["take"] is not None and other is not None
+    assert waited < 10  # it did not wait for the open claim to end
+    assert {held["take"].workspace_id, other.workspace_id} == {acme.pk, other_workspace.pk}
     assert {held["take"].node_id, other.node_id} == {first.pk, second.pk}
     assert Take.objects.filter(status=TakeStatus.DISPATCHING).count() == 2
     # Both slots are taken now: nothing more fits, however many dispatchers ask.
