@@ -19,7 +19,9 @@ read the copy where it is of the current period and the counter otherwise, which
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from django.db import connection
@@ -74,6 +76,26 @@ def usage_key(workspace_id, now: datetime) -> tuple[int, datetime]:
     return (latest[0] if latest is not None and latest[1] == period else 0), period
 
 
+# (now, period) of the claim under way: its usage is counted in the period its queue was
+# read in, without asking for the billing time zone again.
+_claim: ContextVar[tuple[datetime, datetime] | None] = ContextVar("queue_claim", default=None)
+
+
+@contextmanager
+def claiming(now: datetime, period: datetime) -> Iterator[None]:
+    """Within a claim at `now` whose queue was read in `period` (`refresh_keys`)."""
+    token = _claim.set((now, period))
+    try:
+        yield
+    finally:
+        _claim.reset(token)
+
+
+def _period(now: datetime) -> datetime:
+    held = _claim.get()
+    return held[1] if held is not None and held[0] == now else periods.month_start(now)
+
+
 def refresh_keys(now: datetime) -> datetime:
     """Recompute the sort key of queued takes whose copy is of another period or missing
     (none but after a month turned or takes made elsewhere: one probe of the
@@ -104,7 +126,7 @@ def record_usage(take: Take, now: datetime, previously_dispatched_at: datetime |
     a retry in the same period (it was dispatched since the period began) adds nothing.
     The workspace's live takes get the new usage as their sort key (the caller holds the
     workspace's row lock, so two claims never interleave here)."""
-    period = periods.month_start(now)
+    period = _period(now)
     if previously_dispatched_at is not None and previously_dispatched_at >= period:
         return
     table = connection.ops.quote_name(WorkspaceUsage._meta.db_table)

@@ -249,7 +249,7 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
     takes further down that fit."""
     now = now or timezone.now()
     period = queue.refresh_keys(now)
-    with transaction.atomic():
+    with queue.claiming(now, period), transaction.atomic():
         routes = _routes()
         has_providers = any(r.kind == RouteKind.PROVIDER for rs in routes.values() for r in rs)
         providers = {p.pk: p for p in _free_providers()} if has_providers else {}
@@ -273,7 +273,7 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
             learned = len(full_models) + len(passed_workspaces)
             # Only providers are skipped for having turned a take away; nodes use previous_node.
             turned_away = _failed_over([row[0] for row in window]) if providers else {}
-            plan_of = plans.plans_for({row[1] for row in window})
+            plan_of: dict[int, Any] = {}  # read for the candidates this claim gets to
             for take_id, workspace_id, model_id in window:
                 if workspace_id in passed_workspaces or model_id in full_models:
                     continue
@@ -288,6 +288,8 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
                     .filter(workspace_id=take.workspace_id, status__in=IN_FLIGHT)
                     .count()
                 )
+                if take.workspace_id not in plan_of:
+                    plan_of.update(plans.plans_for({take.workspace_id}))
                 if running >= plan_of[take.workspace_id].max_concurrent_takes:
                     passed_workspaces.add(take.workspace_id)
                     continue
