@@ -10,8 +10,11 @@ a mix of three models, workspaces on three plan classes:
 Each measured claim is followed (untimed) by finishing the take, so the slot frees and the
 queue stays the same size. Then 1, 2 and 4 processes claim and finish together for a few
 seconds on the largest world: claims per second against one process (goals ≥ 1.8× for
-two, ≥ 3× for four). The scheduling quality (utilization, class order, Jain's index) is
-bench_scheduler's.
+two, ≥ 3× for four), with what their database backends were seen doing (sampled from
+pg_stat_activity: running, waiting for the dispatcher's next statement, waiting on a
+lock or the WAL) and how busy the machine's CPUs were: lock waits near zero with the
+CPUs saturated say the claims are CPU-bound, not serialized. The scheduling quality
+(utilization, class order, Jain's index) is bench_scheduler's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import multiprocessing
 import os
 import random
 import statistics
+import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 from django.db import connection
@@ -274,7 +279,50 @@ def _claimer(db_name: str, seconds: float, ready, results) -> None:
     results.put(claims)
 
 
-def _claims_per_second(db_name: str, processes: int) -> float:
+def _cpu_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine since boot (Linux /proc/stat; zeros elsewhere)."""
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(v) for v in handle.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def _sample_waits(db_name: str, stop: threading.Event, seen: Counter) -> None:
+    """Every 10 ms, what each backend of the dispatchers is doing (pg_stat_activity):
+    running, waiting for its client, waiting on a lock, on the WAL…"""
+    import psycopg
+
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        dbname=db_name,
+        autocommit=True,
+    ) as conn:
+        while not stop.wait(0.01):
+            rows = conn.execute(
+                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = %s",
+                [db_name, "client backend"],
+            ).fetchall()
+            for state, kind, event in rows:
+                if state == "active" and kind in ("Lock", "LWLock", "IO"):
+                    seen[f"{kind}:{event}"] += 1
+                elif state == "active":
+                    seen["running"] += 1
+                elif state and state.startswith("idle in transaction"):
+                    seen["waiting for its dispatcher (in a claim)"] += 1
+                else:
+                    seen["idle (between claims)"] += 1
+
+
+def _claims_per_second(db_name: str, processes: int) -> tuple[float, Counter, float]:
+    """Claims per second of `processes` dispatchers together; what their database backends
+    were seen doing; how busy the machine's CPUs were meanwhile (everything on them)."""
     context = multiprocessing.get_context("spawn")
     ready = context.Barrier(processes)
     queue = context.Queue()
@@ -284,10 +332,22 @@ def _claims_per_second(db_name: str, processes: int) -> float:
     ]
     for worker in workers:
         worker.start()
-    claims = sum(queue.get(timeout=600) for _ in workers)
+    seen: Counter = Counter()
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample_waits, args=(db_name, stop, seen))
+    sampler.start()
+    all_before, idle_before = _cpu_ticks()
+    try:
+        claims = sum(queue.get(timeout=600) for _ in workers)
+    finally:
+        all_after, idle_after = _cpu_ticks()
+        stop.set()
+        sampler.join()
     for worker in workers:
         worker.join(timeout=30)
-    return claims / PROCESS_SECONDS
+    spent = all_after - all_before
+    busy = 1 - (idle_after - idle_before) / spent if spent else 0.0
+    return claims / PROCESS_SECONDS, seen, busy
 
 
 def main() -> dict:
@@ -311,10 +371,21 @@ def main() -> dict:
             result[f"claim_ratio_{queued}"] = ratio
             print(f"  ratio {queued:,} / {small:,} queued: {ratio:.2f}x (goal <= 1.5x)")
         connection.close()
-        rates = {n: _claims_per_second(db_name, n) for n in PROCESSES}
-        print(f"dispatcher processes claiming together for {PROCESS_SECONDS:.0f} s each:")
-        for n, rate in rates.items():
-            print(f"  {n} process(es): {rate:7.1f} claims/s, ratio {rate / rates[1]:.2f}x")
+        runs = {n: _claims_per_second(db_name, n) for n in PROCESSES}
+        rates = {n: run[0] for n, run in runs.items()}
+        print(
+            f"dispatcher processes claiming together for {PROCESS_SECONDS:.0f} s each "
+            f"(machine: {os.cpu_count()} CPUs, shared):"
+        )
+        for n, (rate, seen, busy) in runs.items():
+            print(
+                f"  {n} process(es): {rate:7.1f} claims/s, ratio {rate / rates[1]:.2f}x; "
+                f"machine CPU busy {busy:.0%}"
+            )
+            total = sum(seen.values()) or 1
+            locks = sum(v for k, v in seen.items() if k.startswith("Lock:"))
+            top = ", ".join(f"{k} {v / total:.0%}" for k, v in seen.most_common(4))
+            print(f"      their backends: {top}; waiting on row/table locks {locks / total:.1%}")
         result.update({f"processes_{n}": rate / rates[1] for n, rate in rates.items()})
         result["median_claim_ms"] = medians
     return result

@@ -4,8 +4,10 @@ ratio to a bare Celery task round trip on the same broker, measured in the same 
 two interleaved round by round. Target ≤ 3×. Median and p90 over BENCH_ROUNDS rounds.
 
 Real parts: a scratch PostgreSQL database, Redis, one Celery worker subprocess and one
-reference node (Cog server). A small local HTTP server takes the node's webhooks and
-uploads (the web app is not part of what is measured).
+reference node (Cog server; its predictor process, which renders on this machine's CPUs
+what a real node renders on its GPU, runs at the lowest CPU priority). A small local HTTP
+server takes the node's webhooks and uploads (the web app is not part of what is
+measured).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bench.scratch import scratch_database
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3 if QUICK else 40))
 WARMUP = 1 if QUICK else 3
+POLL = float(os.environ.get("BENCH_POLL", 0.001))
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -87,7 +90,22 @@ def _start_node(upload_url: str) -> tuple[str, subprocess.Popen]:
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, 60)
+    _renice_renderer(proc.pid)
     return url, proc
+
+
+def _renice_renderer(server_pid: int) -> None:
+    """Lowest CPU priority for the node's predictor process (the Cog server's child): the
+    reference node renders on this machine's CPUs what a real node renders on its own GPU,
+    and its render of the take just accepted would otherwise compete with the platform's
+    path being measured (the worker writing `running`). The Cog server that answers the
+    PUT keeps its priority."""
+    try:
+        children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    except OSError:
+        return  # not Linux: measured as is
+    for child in children:
+        os.setpriority(os.PRIO_PROCESS, int(child), 19)
 
 
 def _wait_ready(url: str, timeout: float = 30) -> None:
@@ -151,9 +169,15 @@ def _dispatch_once(user, workspace, node_url: str, index: int) -> dict[str, floa
     [take] = submit_takes(workspace, user, spec, idempotency_key=f"bench-{index}")
     committed = time.perf_counter()
     committed_at = time.time()
-    query = Take.objects.dangerously_unscoped().filter(pk=take.pk, status=TakeStatus.RUNNING)
-    while not query.exists():
-        time.sleep(0.001)
+    # Polled every millisecond with one plain statement (the ORM's cost per poll would take
+    # CPU from the worker being measured).
+    running = f"SELECT 1 FROM {Take._meta.db_table} WHERE id = %s AND status = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(running, [take.pk, TakeStatus.RUNNING.value])
+            if cursor.fetchone():
+                break
+            time.sleep(POLL)
     done = time.perf_counter()
     done_at = time.time()
     take = Take.objects.dangerously_unscoped().get(pk=take.pk)

@@ -16,18 +16,22 @@ from django.conf import settings
 from .models import PricingSchedule
 
 
-def billing_time_zone() -> ZoneInfo:
-    """Where billing days and months begin: the active schedule's zone, else the setting."""
-    name = (
-        PricingSchedule.objects.filter(is_active=True).values_list("time_zone", flat=True).first()
-    )
+def billing_time_zone(name: str | None = None) -> ZoneInfo:
+    """Where billing days and months begin: the active schedule's zone, else the setting.
+    `name`: the active schedule's zone when the caller has read it already."""
+    if name is None:
+        name = (
+            PricingSchedule.objects.filter(is_active=True)
+            .values_list("time_zone", flat=True)
+            .first()
+        )
     return ZoneInfo(name or settings.BILLING_TIME_ZONE)
 
 
-def month_start(now: datetime) -> datetime:
+def month_start(now: datetime, zone: ZoneInfo | None = None) -> datetime:
     """The start of `now`'s calendar month in the billing time zone (caps, team spend,
-    queue fairness)."""
-    local = now.astimezone(billing_time_zone())
+    queue fairness); `zone` when the caller has it already."""
+    local = now.astimezone(zone or billing_time_zone())
     return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 

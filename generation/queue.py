@@ -34,6 +34,7 @@ from billing import periods, pricing
 from .models import IN_FLIGHT, Take, TakeStatus, WorkspaceUsage
 
 ORDER = ("-priority", "queue_usage", "created_at", "id")
+NOT_READ = object()
 # Takes whose sort key moves with their workspace's usage: queued ones, and in-flight ones
 # (which may be put back in the queue).
 LIVE = (TakeStatus.QUEUED, *IN_FLIGHT)
@@ -96,12 +97,13 @@ def _period(now: datetime) -> datetime:
     return held[1] if held is not None and held[0] == now else periods.month_start(now)
 
 
-def refresh_keys(now: datetime) -> datetime:
+def refresh_keys(now: datetime, period: datetime | None = None) -> datetime:
     """Recompute the sort key of queued takes whose copy is of another period or missing
     (none but after a month turned or takes made elsewhere: one probe of the
     `take_queue_key` index). Takes another transaction holds are left (SKIP LOCKED), so
-    a claim never waits here. Returns the period. Plain SQL: it runs before every claim."""
-    period = periods.month_start(now)
+    a claim never waits here. Returns the period (`period`: the caller's, when it knows it
+    already). Plain SQL: it runs before every claim."""
+    period = period or periods.month_start(now)
     value = connection.ops.adapt_datetimefield_value(period)
     takes = connection.ops.quote_name(Take._meta.db_table)
     usage = connection.ops.quote_name(WorkspaceUsage._meta.db_table)
@@ -130,28 +132,29 @@ def record_usage(take: Take, now: datetime, previously_dispatched_at: datetime |
     if previously_dispatched_at is not None and previously_dispatched_at >= period:
         return
     table = connection.ops.quote_name(WorkspaceUsage._meta.db_table)
+    takes = connection.ops.quote_name(Take._meta.db_table)
+    value = connection.ops.adapt_datetimefield_value(period)
+    count = (
+        f"INSERT INTO {table} (workspace_id, period_start, seconds) VALUES (%s, %s, %s) "  # noqa: S608
+        f"ON CONFLICT (workspace_id, period_start) "
+        f"DO UPDATE SET seconds = {table}.seconds + excluded.seconds RETURNING seconds"
+    )
+    live = f"WHERE workspace_id = %s AND status IN ({', '.join(['%s'] * len(LIVE))})"  # noqa: S608
+    counted = [take.workspace_id, value, take.duration_seconds]
+    keyed = [take.workspace_id, *(status.value for status in LIVE)]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (workspace_id, period_start, seconds) VALUES (%s, %s, %s) "  # noqa: S608
-            f"ON CONFLICT (workspace_id, period_start) "
-            f"DO UPDATE SET seconds = {table}.seconds + excluded.seconds RETURNING seconds",
-            [
-                take.workspace_id,
-                connection.ops.adapt_datetimefield_value(period),
-                take.duration_seconds,
-            ],
-        )
+        if connection.vendor == "postgresql":  # one round trip: the count feeds the keys
+            cursor.execute(
+                f"WITH counted AS ({count}) UPDATE {takes} SET queue_period = %s, "  # noqa: S608
+                f"queue_usage = (SELECT seconds FROM counted) {live}",
+                [*counted, value, *keyed],
+            )
+            return
+        cursor.execute(count, counted)
         (seconds,) = cursor.fetchone()
-        takes = connection.ops.quote_name(Take._meta.db_table)
         cursor.execute(
-            f"UPDATE {takes} SET queue_usage = %s, queue_period = %s "  # noqa: S608
-            f"WHERE workspace_id = %s AND status IN ({', '.join(['%s'] * len(LIVE))})",
-            [
-                seconds,
-                connection.ops.adapt_datetimefield_value(period),
-                take.workspace_id,
-                *(status.value for status in LIVE),
-            ],
+            f"UPDATE {takes} SET queue_period = %s, queue_usage = %s {live}",  # noqa: S608
+            [value, seconds, *keyed],
         )
 
 
@@ -162,10 +165,13 @@ def queue_order(queryset: QuerySet, period: datetime) -> QuerySet:
     return queryset.filter(queue_period=period).order_by(*ORDER)
 
 
-def eligible_queued(now: datetime) -> QuerySet:
-    """Queued takes allowed to start now (off-peak ones only inside an off-peak window)."""
+def eligible_queued(now: datetime, schedule=NOT_READ) -> QuerySet:
+    """Queued takes allowed to start now (off-peak ones only inside an off-peak window).
+    `schedule`: the active pricing schedule (`pricing.active_schedule()`) if read already."""
     queryset = Take.objects.dangerously_unscoped().filter(status=TakeStatus.QUEUED)
-    if not pricing.is_off_peak(now):
+    if schedule is NOT_READ:
+        schedule = pricing.active_schedule()
+    if pricing.current_window(schedule, now)[0] != pricing.WindowKind.OFF_PEAK:
         queryset = queryset.exclude(mode=pricing.Mode.OFF_PEAK)
     return queryset
 

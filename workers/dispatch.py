@@ -3,11 +3,14 @@
 `claim_next()` picks the next queued take and a node for it in one short transaction:
 plan priority class first, then the workspace with the least usage this period, then age;
 never more takes on a node than its slots, never more running takes for a workspace than
-its plan's `max_concurrent_takes`. On PostgreSQL take rows and the one node row a claim
-takes a slot on are locked with `SELECT … FOR UPDATE SKIP LOCKED` (free slots are read
-without locks, then re-counted under the chosen node's lock), so several dispatchers work
-side by side instead of queueing behind a lock on every node; on SQLite,
-whose writers are serialized (immediate transactions), the same code runs one at a time.
+its plan's `max_concurrent_takes`. It reads the queue in that order from one index (the
+takes' sort keys, `generation.queue`), a window at a time and without locks, then locks
+each candidate on its own: the workspace row (which serializes its concurrency count),
+the take, and one node of the take's model found by one query (an idle node first)
+whose slots are re-counted under its lock. On PostgreSQL every one of these locks is
+`FOR UPDATE SKIP LOCKED`: what another dispatcher is placing right now is passed over,
+never waited for, so several dispatchers work side by side; on SQLite, whose writers
+are serialized (immediate transactions), the same code runs one at a time.
 
 Upstream providers are claimed the same way: a provider row is a set of slots (its
 concurrency limit), and a model's routes (node pools and providers) are tried in priority
@@ -29,12 +32,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Workspace
-from billing import plans
+from billing import periods, plans, pricing
 from generation import lifecycle, queue
 from generation.models import IN_FLIGHT, Node, NodeState, Route, RouteKind, Take, TakeStatus
 from generation.queue import eligible_queued, queue_order
@@ -228,10 +232,24 @@ def _lock_workspace(workspace_id: int) -> bool:
 
 
 def _lock_queued(take_id) -> Take | None:
-    """The take, row-locked, if it is still queued and no other dispatcher holds it."""
+    """The take, row-locked, if it is still queued and no other dispatcher holds it; with
+    `running`, its workspace's takes in flight. Counted in the same statement: the caller
+    locked the workspace in an earlier one, so this statement sees every other claim for
+    the workspace that committed before that lock."""
+    in_flight = (
+        Take.objects.dangerously_unscoped()
+        .filter(workspace=OuterRef("workspace"), status__in=IN_FLIGHT)
+        .order_by()
+        .values("workspace")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     locked = _locked(
-        Take.objects.dangerously_unscoped().filter(pk=take_id, status=TakeStatus.QUEUED),
+        Take.objects.dangerously_unscoped()
+        .filter(pk=take_id, status=TakeStatus.QUEUED)
+        .annotate(running=Coalesce(Subquery(in_flight), 0)),
         skip_locked=True,
+        of=("self",),
     )
     return locked.first()
 
@@ -248,7 +266,10 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
     left out of the next window, so its takes at the head of the queue do not hide
     takes further down that fit."""
     now = now or timezone.now()
-    period = queue.refresh_keys(now)
+    # The active pricing schedule, read once: off-peak windows and the billing month.
+    schedule = pricing.active_schedule()
+    zone = periods.billing_time_zone(schedule.time_zone if schedule else "")
+    period = queue.refresh_keys(now, periods.month_start(now, zone))
     with queue.claiming(now, period), transaction.atomic():
         routes = _routes()
         has_providers = any(r.kind == RouteKind.PROVIDER for rs in routes.values() for r in rs)
@@ -259,7 +280,7 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
             models = [model for model in routes if model not in full_models]
             if not models:
                 return None
-            queued = eligible_queued(now).filter(video_model_id__in=models)
+            queued = eligible_queued(now, schedule).filter(video_model_id__in=models)
             if passed_workspaces:
                 queued = queued.exclude(workspace_id__in=passed_workspaces)
             # (id, workspace, model) rows, not takes: only the one placed is loaded whole.
@@ -283,14 +304,9 @@ def claim_next(now=None, *, skip_nodes: frozenset[int] = frozenset()) -> Take | 
                 take = _lock_queued(take_id)
                 if take is None:
                     continue  # another dispatcher placed it, or it left the queue meanwhile
-                running = (
-                    Take.objects.dangerously_unscoped()
-                    .filter(workspace_id=take.workspace_id, status__in=IN_FLIGHT)
-                    .count()
-                )
                 if take.workspace_id not in plan_of:
                     plan_of.update(plans.plans_for({take.workspace_id}))
-                if running >= plan_of[take.workspace_id].max_concurrent_takes:
+                if take.running >= plan_of[take.workspace_id].max_concurrent_takes:
                     passed_workspaces.add(take.workspace_id)
                     continue
                 target = _lock_target(

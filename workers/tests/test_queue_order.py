@@ -16,6 +16,7 @@ import time_machine
 from django.utils import timezone
 
 from billing.models import PricingSchedule
+from billing.periods import month_start
 from billing.pricing import WindowSpec, set_schedule
 from conftest import make_user
 from generation.models import Take, TakeStatus
@@ -149,3 +150,88 @@ def test_an_off_peak_take_has_no_position_at_peak_and_is_not_dispatched(alice):
         assert takes["off_peak"].pk not in claimed
         takes["off_peak"].refresh_from_db()
         assert takes["off_peak"].status == TakeStatus.QUEUED
+
+
+def _month_after(moment):
+    """Noon on the 2nd of the month after `moment` (Shanghai): a new billing month."""
+    local = moment.astimezone(SHANGHAI)
+    return (local.replace(day=28) + timedelta(days=5)).replace(day=2, hour=12, minute=0)
+
+
+def test_a_new_month_resets_the_sort_keys_and_positions_still_match_claims(alice):
+    """Usage of last month no longer orders the queue: the claim refreshes the copied keys
+    (and the positions read the counter meanwhile), so the heavy workspace's older take
+    goes first again, and every claim takes the take shown as #1."""
+    with time_machine.travel(_at(12), tick=False) as traveller:
+        node = setup_catalog()
+        node.slots = 20
+        node.save()
+        heavy_user, heavy = _workspace("heavy@example.com", "pro")
+        light_user, light = _workspace("light@example.com", "pro")
+        done = _submit(heavy_user, heavy)
+        Take.objects.filter(pk=done.pk).update(status=TakeStatus.SUCCEEDED, duration_seconds=5)
+        done.duration_seconds = 5
+        record_usage(done, timezone.now(), None)
+        traveller.shift(timedelta(minutes=1))
+        heavy_take = _submit(heavy_user, heavy)
+        traveller.shift(timedelta(minutes=1))
+        light_take = _submit(light_user, light)
+        assert Take.objects.get(pk=heavy_take.pk).queue_usage == 5
+        # This month the lighter workspace goes first, though its take is younger.
+        assert queue_positions([heavy_take, light_take]) == {light_take.pk: 1, heavy_take.pk: 2}
+        traveller.move_to(_month_after(timezone.now()))
+        # A new month: nobody has used anything yet, so age decides, before any claim too.
+        assert queue_positions([heavy_take, light_take]) == {heavy_take.pk: 1, light_take.pk: 2}
+        assert _claim_all_in_position_order() == [heavy_take.pk, light_take.pk]
+        heavy_take.refresh_from_db()
+        assert heavy_take.queue_period == month_start(timezone.now())  # this month's key
+
+
+def test_takes_made_without_a_sort_key_are_ordered_by_their_workspaces_usage(alice):
+    """A take inserted by other code (no `queue_period`) is placed by its workspace's
+    counter, in the positions and in the claim alike."""
+    with time_machine.travel(_at(12), tick=False) as traveller:
+        node = setup_catalog()
+        node.slots = 20
+        node.save()
+        heavy_user, heavy = _workspace("heavy@example.com", "pro")
+        light_user, light = _workspace("light@example.com", "pro")
+        done = _submit(heavy_user, heavy)
+        Take.objects.filter(pk=done.pk).update(status=TakeStatus.SUCCEEDED, duration_seconds=5)
+        done.duration_seconds = 5
+        record_usage(done, timezone.now(), None)
+        traveller.shift(timedelta(minutes=1))
+        heavy_take = _submit(heavy_user, heavy)
+        traveller.shift(timedelta(minutes=1))
+        light_take = _submit(light_user, light)
+        Take.objects.filter(pk__in=[heavy_take.pk, light_take.pk]).update(
+            queue_usage=0, queue_period=None
+        )
+        assert queue_positions([heavy_take, light_take]) == {light_take.pk: 1, heavy_take.pk: 2}
+        assert _claim_all_in_position_order() == [light_take.pk, heavy_take.pk]
+
+
+def test_a_claim_runs_the_same_statements_at_any_queue_length(alice):
+    """The queue is read from its index a window at a time: a claim's statements do not
+    grow with the number of queued takes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with time_machine.travel(_at(12), tick=False):
+        node = setup_catalog()
+        node.slots = 1000
+        node.save()
+        user, workspace = _workspace("many@example.com", "studio")
+        fund(workspace, 100_000, key="more")
+        counts = []
+        for queued in (3, 60):
+            while Take.objects.filter(status=TakeStatus.QUEUED).count() < queued:
+                spec = TakeSpec(
+                    model="wan2.1-t2v-1.3b", prompt="many", resolution="480p", duration=1, count=3
+                )
+                submit_takes(workspace, user, spec, idempotency_key=f"m{next(_keys)}")
+            with CaptureQueriesContext(connection) as captured:
+                assert dispatch.claim_next() is not None
+            counts.append(len(captured.captured_queries))
+            Take.objects.filter(status=TakeStatus.DISPATCHING).update(status=TakeStatus.SUCCEEDED)
+        assert counts[0] == counts[1], counts
