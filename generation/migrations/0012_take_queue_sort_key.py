@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("generation", "0009_take_hold_foreign_key"),
+        ("generation", "0011_submission_digest_sent_at"),
     ]
 
     operations = [
