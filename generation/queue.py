@@ -8,13 +8,16 @@ queue" on a card is the place the dispatcher will give it.
 
 The usage is the `WorkspaceUsage` counter; each take carries a copy of its workspace's
 (`Take.queue_usage`, of the period `Take.queue_period`) so a claim reads the queue in order
-from one index (`take_queue`) however long it is: the copy is made at submission
-(`usage_key`: the workspace's latest counter), `record_usage` updates the workspace's live
-takes whenever it counts a dispatch, and `refresh_keys` (run before every claim) recomputes
-the few queued takes whose copy is of another period or missing (a new month; takes made
-elsewhere). The positions
-read the copy where it is of the current period and the counter otherwise, which is what
-`refresh_keys` will make the copy before the claim reads it.
+from one index (`take_queue`) however long it is. The copy is made at submission
+(`usage_key`); `record_usage` updates the workspace's live takes (queued or in flight) in
+the statement that counts a dispatch, under the workspace's row lock the claim holds; and
+`refresh_keys`, run before every claim, recomputes the queued takes whose copy is of
+another period or missing (after a month turns; takes made elsewhere). The positions read
+the copy where it is of the current period and the counter otherwise, which is what
+`refresh_keys` makes the copy before the claim reads it, so "#3 in queue" stays the place
+the claim gives it. (A take submitted while its workspace's dispatch is committing may keep
+the usage from before that dispatch until the workspace's next one: both the positions and
+the claims read that same key.)
 """
 
 from __future__ import annotations
