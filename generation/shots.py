@@ -18,7 +18,7 @@ TITLE_MAX = 200
 
 
 def _clean(name: str, limit: int, what: str) -> str:
-    name = (name or "").strip()
+    name = " ".join((name or "").split())  # one line: the name field wraps, names don't
     if not name:
         raise SubmissionError(_("The %(what)s needs a name.") % {"what": what}, "name")
     if len(name) > limit:
