@@ -18,7 +18,15 @@ from django.utils.translation import gettext as _
 
 from billing.plans import plan_for
 
-from .models import MANAGER_ROLES, Invitation, Membership, Role, UserSettings, Workspace
+from .models import (
+    MANAGER_ROLES,
+    PERSONAL_NAME,
+    Invitation,
+    Membership,
+    Role,
+    UserSettings,
+    Workspace,
+)
 
 
 class WorkspaceActionError(Exception):
@@ -105,7 +113,8 @@ def ensure_personal_workspace(user) -> Workspace:
     if existing:
         return existing
     label = user.get_username().split("@")[0] or "me"
-    return create_workspace(user, _("%(name)s's workspace") % {"name": label}, personal=True)
+    # Stored in English whatever language the sign-up page was in; shown translated.
+    return create_workspace(user, PERSONAL_NAME % {"name": label}, personal=True)
 
 
 @transaction.atomic

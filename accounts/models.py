@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 
@@ -10,9 +11,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 from .tenancy import WorkspaceOwned
+
+# A personal workspace is named in English when it is made ("alice's workspace", stable for
+# the admin, the API, Stripe and webhooks) and shown in the reader's language; a name a
+# person typed is shown as typed.
+PERSONAL_NAME = gettext_noop("%(name)s's workspace")
+_PERSONAL_SHAPE = re.compile(r"(?P<name>.+)'s workspace")
 
 
 class Role(models.TextChoices):
@@ -47,6 +55,14 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def display_name(self) -> str:
+        """The name in the reader's language (a personal workspace's given name translated)."""
+        match = _PERSONAL_SHAPE.fullmatch(self.name) if self.is_personal else None
+        if match is None:
+            return self.name
+        return gettext(PERSONAL_NAME) % {"name": match["name"]}
 
     @staticmethod
     def unique_slug(name: str) -> str:

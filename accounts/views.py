@@ -110,7 +110,7 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
             messages.info(
                 request,
                 _("You are still in %(current)s. Switch to %(team)s when you want to work there.")
-                % {"current": request.workspace.name, "team": workspace.name},
+                % {"current": request.workspace.display_name, "team": workspace.display_name},
             )
             return redirect("workspace_list")
     memberships = Membership.objects.filter(user=request.user).select_related("workspace")
@@ -148,7 +148,7 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
 def switch_workspace(request: HttpRequest, workspace_id: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace.objects.for_user(request.user), pk=workspace_id)
     request.session[SESSION_KEY] = workspace.pk
-    messages.success(request, _("Switched to %(name)s.") % {"name": workspace.name})
+    messages.success(request, _("Switched to %(name)s.") % {"name": workspace.display_name})
     return HttpResponseRedirect(safe_next(request, request.POST.get("next")))
 
 
@@ -274,7 +274,7 @@ def leave(request: HttpRequest) -> HttpResponse:
         actions.leave_workspace,
         request.workspace,
         request.user,
-        success=_("You left %(name)s.") % {"name": request.workspace.name},
+        success=_("You left %(name)s.") % {"name": request.workspace.display_name},
     )
     if left is not None:
         request.session.pop(SESSION_KEY, None)
@@ -295,7 +295,7 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
             actions.accept_invitation,
             token,
             request.user,
-            success=_("Welcome to %(name)s.") % {"name": invitation.workspace.name},
+            success=_("Welcome to %(name)s.") % {"name": invitation.workspace.display_name},
         )
         if membership is not None:
             request.session[SESSION_KEY] = membership.workspace_id

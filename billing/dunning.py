@@ -10,11 +10,12 @@ import stripe
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
-from accounts.models import Role
+from accounts.models import Role, UserSettings
 
-from . import payments
+from . import display, payments
 from .models import Subscription, SubscriptionDunning, SubscriptionStatus
 
 log = logging.getLogger(__name__)
@@ -28,23 +29,40 @@ def tell_owners_past_due(subscription_pk: int) -> None:
     )
     workspace = subscription.workspace
     owners = [
-        m.user.email
+        m.user
         for m in workspace.memberships.filter(role=Role.OWNER).select_related("user")
         if m.user.email
     ]
-    if not owners:
-        return
-    send_mail(
-        f"Payment failed for {workspace.name}'s {subscription.plan.name} plan",
-        (
-            f"We could not collect the payment for the {subscription.plan.name} plan of "
-            f"{workspace.name}. Please update the payment method at "
-            f"{settings.PUBLIC_BASE_URL}/billing/ within {settings.PAST_DUE_GRACE_DAYS} days, "
-            "or the workspace will return to the Free plan."
-        ),
-        settings.DEFAULT_FROM_EMAIL,
-        owners,
+    languages = dict(
+        UserSettings.objects.filter(user__in=owners).values_list("user_id", "email_language")
     )
+    for owner in owners:
+        subject, body = dunning_mail(subscription, languages.get(owner.pk) or "")
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [owner.email])
+
+
+def dunning_mail(subscription: Subscription, language: str) -> tuple[str, str]:
+    """The past-due e-mail's subject and body in `language` (the owner's e-mail language,
+    chosen on their notifications page; else the site's)."""
+    with translation.override(language or settings.LANGUAGE_CODE):
+        values = {
+            "workspace": subscription.workspace.display_name,
+            "plan": subscription.plan.display_name,
+            "free": display.plan_name("Free"),
+            "site": settings.SITE_NAME,
+            "url": f"{settings.PUBLIC_BASE_URL.rstrip('/')}/billing/",
+            "days": settings.PAST_DUE_GRACE_DAYS,
+        }
+        subject = _("Payment failed for the %(plan)s plan of %(workspace)s") % values
+        body = (
+            _(
+                "We could not collect the payment for the %(plan)s plan of %(workspace)s on "
+                "%(site)s. Please update the payment method at %(url)s within %(days)s days, "
+                "or the workspace will return to the %(free)s plan."
+            )
+            % values
+        )
+    return subject, body
 
 
 def downgrade_past_due(now: datetime | None = None) -> int:

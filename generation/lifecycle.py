@@ -41,7 +41,7 @@ from billing import ledger
 from billing.pricing import Quote
 from config import enqueue
 
-from . import digest, queue, reports
+from . import digest, display, queue, reports
 from .models import (
     ATTEMPT_LIVE,
     IN_FLIGHT,
@@ -459,7 +459,7 @@ def cancel_take(take: Take) -> Take:
             )
         sent = locked.status in IN_FLIGHT
         _end_job(locked, AttemptStatus.CANCELED, "canceled by the user")
-        _end(locked, TakeStatus.CANCELED, _("Canceled."), keep_slot=sent)
+        _end(locked, TakeStatus.CANCELED, display.CANCELED, keep_slot=sent)
         if sent:
             enqueue.after_commit(enqueue.CANCEL, str(locked.pk))
         return locked
@@ -494,6 +494,6 @@ def expire_overdue_takes(now: datetime | None = None) -> int:
             take = _lock(take_id)
             if take is None or take.status != TakeStatus.QUEUED:
                 continue
-            _end(take, TakeStatus.EXPIRED, _("Not started before its off-peak deadline."))
+            _end(take, TakeStatus.EXPIRED, display.NOT_STARTED)
             expired += 1
     return expired

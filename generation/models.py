@@ -13,6 +13,8 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.tenancy import WorkspaceOwned
 
+from . import display
+
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
@@ -438,6 +440,11 @@ class Take(WorkspaceOwned):
 
     def __str__(self) -> str:
         return f"take {self.id} ({self.status})"
+
+    @property
+    def display_error(self) -> str:
+        """`error` in the reader's language (stored in English for the API; see display)."""
+        return display.take_error(self.error)
 
     @property
     def is_terminal(self) -> bool:

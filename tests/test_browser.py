@@ -314,6 +314,40 @@ def test_switching_to_chinese_translates_the_studio(page: Page, alice, acme, bob
     screenshot(page, "team-zh")
 
 
+def test_a_long_project_name_shows_whole_and_renames_with_enter(page: Page, alice, acme):
+    from generation.shots import create_project
+
+    long_name = (
+        "The paper boat's long journey down the rainy street to the harbour and back by night"
+    )
+    assert 80 < len(long_name) <= 120
+    project = create_project(acme, long_name)
+    sign_in(page, alice.email)
+    with page.expect_navigation():
+        page.get_by_test_id("workspace-switcher").select_option(label="Acme")
+    page.goto(f"/projects/{project.pk}/")
+    field = page.get_by_test_id("project-name")
+    expect(field).to_have_value(long_name)
+    for width in WIDTHS.values():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(150)
+        # The whole name shows: nothing hidden sideways or below in the field.
+        hidden = field.evaluate(
+            "f => [f.scrollWidth - f.clientWidth, f.scrollHeight - f.clientHeight]"
+        )
+        assert max(hidden) <= 1, f"the name is cut off by {hidden}px at {width}px"
+    screenshot(page, "project-long-name")
+    field.fill(long_name.replace("by night", "at dawn"))
+    with page.expect_navigation():
+        field.press("Enter")
+    project.refresh_from_db()
+    assert project.name.endswith("at dawn")
+    # The personal workspace's given name in Chinese in the header's switcher.
+    with page.expect_navigation():
+        page.get_by_test_id("language-switcher").select_option("zh-hans")
+    expect(page.get_by_test_id("workspace-switcher")).to_contain_text("alice 的工作区")
+
+
 def _a_day_of_takes(workspace, user, node) -> None:
     """Takes finished over the last hours (so the chart has bars) and a few still queued."""
     from unittest import mock

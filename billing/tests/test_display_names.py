@@ -94,3 +94,27 @@ def test_pricing_and_billing_show_translated_plan_and_package_names(alice, acme,
         assert name in body
     body = client_for(alice, acme).get("/billing/", HTTP_ACCEPT_LANGUAGE="zh-hans").content
     assert "100 积分" in body.decode() and "免费版" in body.decode()
+
+
+def test_the_dunning_mail_is_in_each_owners_language(alice, acme, settings):
+    from django.core import mail
+
+    from accounts.actions import set_batch_digest
+    from accounts.models import Membership, Role
+    from billing.dunning import tell_owners_past_due
+    from conftest import make_user
+
+    settings.SITE_NAME = "Retake Studio"
+    subscription = subscribe(acme, "standard")
+    set_batch_digest(alice, False, language="zh-hans")  # alice reads her e-mails in Chinese
+    carol = make_user("carol@example.com")
+    Membership.objects.create(workspace=acme, user=carol, role=Role.OWNER)
+    tell_owners_past_due(subscription.pk)
+    by_owner = {m.to[0]: m for m in mail.outbox}
+    chinese, english = by_owner["alice@example.com"], by_owner["carol@example.com"]
+    assert chinese.subject == "Acme 的 标准版 套餐付款失败"
+    assert (
+        "Retake Studio" in chinese.body and "免费版" in chinese.body and "/billing/" in chinese.body
+    )
+    assert english.subject == "Payment failed for the Standard plan of Acme"
+    assert "return to the Free plan" in english.body

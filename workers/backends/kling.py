@@ -109,7 +109,7 @@ class KlingBackend(ProviderBackend):
             videos = (data.get("task_result") or {}).get("videos") or []
             url = videos[0].get("url", "") if videos and isinstance(videos[0], dict) else ""
             if not url:
-                return failure(external_id, "Kling reported success without a video.")
+                return failure(external_id, "Kling reported success without an output.")
             return State(external_id, SUCCEEDED, output_url=url)
         if status == "failed":
             return failure(external_id, str(data.get("task_status_msg") or ""))

@@ -106,7 +106,7 @@ class ReplicateBackend(ProviderBackend):
         if STATUSES[status] == SUCCEEDED:
             url = first_url(prediction.get("output"))
             if not url:
-                return failure(external_id, "Replicate reported success without an output URL.")
+                return failure(external_id, "Replicate reported success without an output.")
             return State(external_id, SUCCEEDED, output_url=url)
         return State(external_id, STATUSES[status])
 
