@@ -72,6 +72,8 @@ def _locked(queryset: QuerySet, **kwargs: Any) -> QuerySet:
         return queryset
     if kwargs.get("skip_locked") and not connection.features.has_select_for_update_skip_locked:
         kwargs.pop("skip_locked")
+    if kwargs.get("no_key") and not connection.features.has_select_for_no_key_update:
+        kwargs.pop("no_key")
     return queryset.select_for_update(**kwargs)
 
 
@@ -226,8 +228,16 @@ def _lock_target(
 def _lock_workspace(workspace_id: int) -> bool:
     """Lock the workspace's row, which serializes its concurrency check across dispatchers;
     False if another claim holds it (SKIP LOCKED: this claim passes the workspace over for
-    now instead of waiting for that one to commit)."""
-    locked = _locked(Workspace.objects.filter(pk=workspace_id).values_list("pk"), skip_locked=True)
+    now instead of waiting for that one to commit).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: every row inserted or updated with a foreign key to
+    the workspace (a ledger entry, a webhook delivery, a take) takes FOR KEY SHARE on it,
+    at commit since Django's foreign keys are deferred. A FOR UPDATE here deadlocked with a
+    cancel: the cancel held a take this claim's `record_usage` must update, and its commit
+    waited for this lock. NO KEY UPDATE still serializes claims for the workspace."""
+    locked = _locked(
+        Workspace.objects.filter(pk=workspace_id).values_list("pk"), skip_locked=True, no_key=True
+    )
     return bool(list(locked))
 
 

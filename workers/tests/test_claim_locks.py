@@ -12,7 +12,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from generation.models import Node, Take, TakeStatus
+from generation.models import Node, Project, Take, TakeStatus
 from generation.submission import TakeSpec, submit_takes
 from generation.tests.helpers import fund, setup_catalog, subscribe
 from workers import dispatch
@@ -62,3 +62,47 @@ def test_an_open_claim_leaves_the_other_nodes_to_other_dispatchers(alice, acme, 
     assert Take.objects.filter(status=TakeStatus.DISPATCHING).count() == 2
     # Both slots are taken now: nothing more fits, however many dispatchers ask.
     assert dispatch.claim_next() is None
+
+
+def test_a_claim_and_a_cancel_of_the_same_workspace_do_not_deadlock(alice, acme):
+    """A cancel holds a running take of the workspace (the claim's `record_usage` updates
+    every live take's sort key, so it waits for that row) and, when it commits, checks its
+    new rows' foreign keys to the workspace, which the claim has locked. With the workspace
+    locked FOR UPDATE the two waited on each other until PostgreSQL killed one."""
+    node = setup_catalog(base_url="http://127.0.0.1:9")
+    node.slots = 2
+    node.save()
+    fund(acme, 1000)
+    subscribe(acme, "studio")
+    spec = TakeSpec(model="wan2.1-t2v-1.3b", prompt="no deadlock", resolution="480p", duration=1)
+    submit_takes(acme, alice, spec, idempotency_key="first")
+    running = dispatch.claim_next()
+    assert running is not None
+    submit_takes(acme, alice, spec, idempotency_key="second")
+    locked = threading.Event()
+    errors: list[BaseException] = []
+    outcome: dict = {}
+
+    def claim() -> None:
+        try:
+            assert locked.wait(30)
+            outcome["take"] = dispatch.claim_next()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=claim)
+    thread.start()
+    try:
+        with transaction.atomic():  # what a cancel does to the running take
+            Take.objects.select_for_update().get(pk=running.pk)
+            Project.objects.create(workspace=acme, name="checked at commit")
+            locked.set()
+            time.sleep(1.5)  # the claim locks the workspace and waits for the take
+    except BaseException as exc:  # noqa: BLE001 - reported below
+        errors.append(exc)
+    finally:
+        thread.join()
+    assert errors == []
+    assert outcome["take"] is not None and outcome["take"].pk != running.pk
