@@ -161,6 +161,7 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
         teams.append((user, workspace))
 
     faults: Counter[str] = Counter()
+    crashes: Counter[str] = Counter()  # parts that died on their own and were restarted
     canceled: set = set()  # takes whose cancel was accepted
     takes: list[Take] = []
     started = time.monotonic()
@@ -203,6 +204,20 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
                     time.sleep(rng.uniform(0.3, 2))
                     redis.start()
                 next_fault = time.monotonic() + rng.uniform(2, 6)
+            # Supervision, as in production (runstack restarts a child that dies, compose
+            # says `restart: unless-stopped`): a worker that exits on its own is started
+            # again. Celery exits this way when Redis vanishes at the wrong moment (kombu's
+            # reconnect reads a connection already torn down: "Unrecoverable error:
+            # 'NoneType' object has no attribute 'hostname'").
+            for index, proc in enumerate(workers):
+                if proc.poll() is not None:
+                    crashes["worker"] += 1
+                    pool.kill(proc)  # its pool children, if any are left
+                    workers[index] = pool.start()
+            for index, proc in enumerate(nodes):
+                if proc.poll() is not None:
+                    crashes["node"] += 1
+                    nodes[index] = start_node(upload_url=upload, port=ports[index])[1]
             live = Take.objects.dangerously_unscoped().exclude(status__in=TERMINAL).count()
             if submitted >= SOAK_TAKES and live == 0:
                 break
@@ -221,6 +236,7 @@ def test_takes_end_final_and_correctly_charged_while_parts_die(tmp_path, monkeyp
     print(
         f"\nsoak: {len(rows)} takes in {time.monotonic() - started:.0f} s, by final status "
         f"{dict(statuses)}; kills {dict(faults)} ({sum(faults.values())} in all); "
+        f"died on their own and restarted {dict(crashes)}; "
         f"{len(canceled)} takes canceled by the test"
     )
     assert len(rows) == SOAK_TAKES

@@ -97,7 +97,10 @@ class Workers:
 
     def kill(self, proc: subprocess.Popen) -> None:
         """SIGKILL the worker and its pool children (the whole process group)."""
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it and its children are gone already
         proc.wait()
 
     def stop_all(self) -> None:
