@@ -58,6 +58,16 @@ def header_key(request) -> str:
     return key
 
 
+def begin(request, workspace) -> tuple[str, str, HttpResponse | None]:
+    """(key, fingerprint, the stored answer to replay or None) for a create: the key of the
+    request's Idempotency-Key header ("" without one) and its body's fingerprint."""
+    key = header_key(request)
+    if not key:
+        return "", "", None
+    print_ = fingerprint(request, request.data)
+    return key, print_, replay(workspace, key, print_)
+
+
 def replay(workspace, key: str, print_: str) -> Response | None:
     stored = IdempotentResponse.objects.for_workspace(workspace).filter(key=key).first()
     if stored is None:

@@ -289,12 +289,9 @@ class VideoViewSet(OpenAIViewSet):
         },
     )
     def create(self, request):
-        key = idempotency.header_key(request)
-        print_ = idempotency.fingerprint(request, request.data) if key else ""
-        if key:
-            replayed = idempotency.replay(self.workspace, key, print_)
-            if replayed is not None:
-                return replayed
+        key, print_, replayed = idempotency.begin(request, self.workspace)
+        if replayed is not None:
+            return replayed
         data = request.data
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():

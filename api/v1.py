@@ -180,12 +180,9 @@ class TakeViewSet(ApiViewSet):
         },
     )
     def create(self, request):
-        key = idempotency.header_key(request)
-        print_ = idempotency.fingerprint(request, request.data) if key else ""
-        if key:
-            replayed = idempotency.replay(self.workspace, key, print_)
-            if replayed is not None:
-                return replayed
+        key, print_, replayed = idempotency.begin(request, self.workspace)
+        if replayed is not None:
+            return replayed
         form = s.TakeCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
@@ -383,12 +380,9 @@ class RoughCutViewSet(ApiViewSet):
         project = Project.objects.for_workspace(self.workspace).filter(pk=project_id).first()
         if project is None:
             raise Http404
-        key = idempotency.header_key(request)
-        print_ = idempotency.fingerprint(request, request.data) if key else ""
-        if key:
-            replayed = idempotency.replay(self.workspace, key, print_)
-            if replayed is not None:
-                return replayed
+        key, print_, replayed = idempotency.begin(request, self.workspace)
+        if replayed is not None:
+            return replayed
         form = s.RoughCutCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
