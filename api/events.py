@@ -21,8 +21,16 @@ from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import Workspace
+from billing.ledger import available_credits
+from generation.api import take_json
 from generation.models import RoughCut, RoughCutStatus, Take, TakeStatus
 from generation.signals import rough_cut_ended, take_ended
+
+from .models import WebhookDelivery, WebhookEndpoint
+from .openai_compat import video_object
+from .serializers import RoughCutSerializer
+from .webhooks import emit, emit_to
 
 TAKE_EVENTS = {
     TakeStatus.SUCCEEDED: ("take.succeeded", "video.completed"),
@@ -38,10 +46,6 @@ ROUGH_CUT_EVENTS = {
 
 @receiver(take_ended, dispatch_uid="api_take_events")
 def record_take_events(sender, take: Take, **kwargs) -> None:
-    from generation.api import take_json
-
-    from .openai_compat import video_object
-    from .webhooks import emit
 
     if take.status not in TAKE_EVENTS:
         return
@@ -54,7 +58,6 @@ def record_take_events(sender, take: Take, **kwargs) -> None:
 
 @receiver(rough_cut_ended, dispatch_uid="api_rough_cut_events")
 def record_rough_cut_events(sender, rough_cut: RoughCut, **kwargs) -> None:
-    from .webhooks import emit
 
     if rough_cut.status not in ROUGH_CUT_EVENTS:
         return
@@ -66,7 +69,6 @@ def rough_cut_json(cut: RoughCut) -> dict:
     """A rough cut as its webhook carries it: the API's object without signed links (they
     would expire while deliveries retry; `url` answers fresh ones to the workspace's key),
     plus `links` to the studio's downloads (for a signed-in person)."""
-    from .serializers import RoughCutSerializer
 
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     data = dict(RoughCutSerializer(cut, context={"files": False}).data)
@@ -85,11 +87,6 @@ def _take_created(sender, instance: Take, created: bool, **kwargs) -> None:
 
 
 def check_low_balance(workspace_id: int) -> None:
-    from accounts.models import Workspace
-    from billing.ledger import available_credits
-
-    from .models import WebhookDelivery, WebhookEndpoint
-    from .webhooks import emit_to
 
     endpoints = [
         e

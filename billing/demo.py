@@ -7,6 +7,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from accounts.models import Workspace
+from generation.models import VideoModel
+
 from .plans import BUILTIN_FREE_PLAN
 
 PLANS = [
@@ -128,8 +131,6 @@ def seed_plans() -> dict:
 
 
 def seed_rate_cards() -> int:
-    from generation.models import VideoModel
-
     from .models import RateCard
 
     for slug, (name, family, _rates, _draft) in RATES.items():
@@ -166,8 +167,6 @@ def seed_schedule():
 
 def seed_demo_workspace(plans: dict) -> None:
     from django.contrib.auth import get_user_model
-
-    from accounts.models import Workspace
 
     from .ledger import grant_credits
     from .models import CreditSource
