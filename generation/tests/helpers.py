@@ -57,3 +57,21 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * (1 + width * 3) * 4)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def studio_form(**overrides) -> dict:
+    """The studio's Generate form as a browser posts it, with `overrides`."""
+    data = {
+        "model": "wan2.1-t2v-1.3b",
+        "prompt": "a paper boat drifting down a rainy street",
+        "resolution": "480p",
+        "duration": "2",
+        "aspect_ratio": "16:9",
+        "fps": "16",
+        "count": "1",
+        "mode": "standard",
+        "seed_mode": "random",
+        "idempotency_key": "form-1",
+    }
+    data.update(overrides)
+    return data

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from accounts.models import Membership
 from conftest import client_for
 from generation.models import Project, Shot, Take, TakeStatus
-from generation.tests.helpers import fund, png_bytes, setup_catalog, subscribe, wallet
+from generation.tests.helpers import fund, png_bytes, setup_catalog, studio_form, subscribe, wallet
 
 pytestmark = pytest.mark.django_db
 
@@ -30,20 +30,7 @@ def _no_broker():
 
 
 def _form(**overrides) -> dict:
-    data = {
-        "model": "wan2.1-t2v-1.3b",
-        "prompt": "a paper boat drifting down a rainy street",
-        "resolution": "480p",
-        "duration": "2",
-        "aspect_ratio": "9:16",
-        "fps": "16",
-        "count": "1",
-        "mode": "standard",
-        "seed_mode": "random",
-        "idempotency_key": "form-1",
-    }
-    data.update(overrides)
-    return data
+    return studio_form(**{"aspect_ratio": "9:16", **overrides})
 
 
 def _shot(workspace) -> Shot:

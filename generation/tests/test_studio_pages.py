@@ -13,7 +13,7 @@ from conftest import client_for
 from generation.lifecycle import fail_take
 from generation.models import Shot, Take, TakeStatus
 from generation.submission import TakeSpec, submit_takes
-from generation.tests.helpers import fund, setup_catalog, subscribe, wallet
+from generation.tests.helpers import fund, setup_catalog, studio_form, subscribe, wallet
 
 pytestmark = pytest.mark.django_db
 
@@ -27,23 +27,6 @@ def _catalog():
 def _no_broker():
     with mock.patch("workers.tasks.dispatch_takes.delay"):
         yield
-
-
-def _form(**overrides) -> dict:
-    data = {
-        "model": "wan2.1-t2v-1.3b",
-        "prompt": "a paper boat drifting down a rainy street",
-        "resolution": "480p",
-        "duration": "2",
-        "aspect_ratio": "16:9",
-        "fps": "16",
-        "count": "1",
-        "mode": "standard",
-        "seed_mode": "random",
-        "idempotency_key": "form-1",
-    }
-    data.update(overrides)
-    return data
 
 
 def _take(workspace, user, **spec) -> Take:
@@ -83,7 +66,7 @@ def test_studio_offers_only_what_the_model_can_do(alice, acme):
 
 def test_live_quote_shows_breakdown_total_and_balance_after(alice, acme):
     fund(acme, 50)
-    response = client_for(alice, acme).get("/studio/quote/", _form(duration="2"))
+    response = client_for(alice, acme).get("/studio/quote/", studio_form(duration="2"))
     body = response.content.decode()
     # 2 credits/s at 480p × 2 s = 4 credits; 50 → 46.
     assert "Total: 4 credits" in body
@@ -93,23 +76,23 @@ def test_live_quote_shows_breakdown_total_and_balance_after(alice, acme):
 def test_live_quote_explains_what_the_plan_does_not_allow(alice, acme):
     fund(acme, 50)
     client = client_for(alice, acme)
-    body = client.get("/studio/quote/", _form(resolution="720p")).content.decode()
+    body = client.get("/studio/quote/", studio_form(resolution="720p")).content.decode()
     assert "Your plan allows up to 480p." in body
-    body = client.get("/studio/quote/", _form(mode="off_peak")).content.decode()
+    body = client.get("/studio/quote/", studio_form(mode="off_peak")).content.decode()
     assert "Off-peak mode is not included in the Free plan." in body
 
 
 def test_live_quote_offers_packages_when_short(alice, acme, settings):
     fund(acme, 1)
     settings.STRIPE_SECRET_KEY = "sk_test_configured"
-    body = client_for(alice, acme).get("/studio/quote/", _form()).content.decode()
+    body = client_for(alice, acme).get("/studio/quote/", studio_form()).content.decode()
     assert "Not enough credits" in body and "/billing/" in body
 
 
 def test_live_quote_says_when_payments_are_not_configured(alice, acme, settings):
     fund(acme, 1)
     settings.STRIPE_SECRET_KEY = ""
-    body = client_for(alice, acme).get("/studio/quote/", _form()).content.decode()
+    body = client_for(alice, acme).get("/studio/quote/", studio_form()).content.decode()
     assert "Not enough credits" in body and "Payments are not configured" in body
     assert "/billing/" not in body
 
@@ -118,13 +101,13 @@ def test_submitting_the_form_creates_takes_and_holds(alice, acme, charlie):
     subscribe(acme, "standard")
     fund(acme, 100)
     client = client_for(alice, acme)
-    response = client.post("/studio/", _form(count="2"))
+    response = client.post("/studio/", studio_form(count="2"))
     assert response.status_code == 302
     takes = Take.objects.filter(workspace=acme)
     assert takes.count() == 2
     assert wallet(acme).held == 8
     # A double-clicked Generate (same idempotency key) changes nothing.
-    client.post("/studio/", _form(count="2"))
+    client.post("/studio/", studio_form(count="2"))
     assert Take.objects.filter(workspace=acme).count() == 2
     grid = client.get("/studio/takes/").content.decode()
     assert grid.count('data-testid="take-card"') == 2
@@ -137,7 +120,7 @@ def test_insufficient_credits_offers_the_packages_and_changes_nothing(alice, acm
     fund(acme, 1)
     for package in PACKAGES:
         CreditPackage.objects.update_or_create(slug=package["slug"], defaults=package)
-    response = client_for(alice, acme).post("/studio/", _form())
+    response = client_for(alice, acme).post("/studio/", studio_form())
     assert response.status_code == 402
     body = response.content.decode()
     assert "Top up with a credit package" in body and "100 credits" in body
@@ -149,7 +132,7 @@ def test_insufficient_credits_offers_the_packages_and_changes_nothing(alice, acm
 def test_a_blocked_prompt_says_why(alice, acme, settings):
     settings.MODERATION_BLOCKLIST = ["paper boat"]
     fund(acme, 50)
-    response = client_for(alice, acme).post("/studio/", _form())
+    response = client_for(alice, acme).post("/studio/", studio_form())
     body = response.content.decode()
     assert response.status_code == 400
     assert "The prompt contains blocked content (paper boat)." in body
