@@ -73,8 +73,10 @@ def test_ops_page_is_for_staff_only(alice, acme, charlie, staff):
     page = client_for(staff).get("/ops/")
     assert page.status_code == 200
     body = page.content.decode()
-    for section in ("ops-hourly", "ops-queues", "ops-states", "ops-nodes", "ops-providers"):
+    sections = ("ops-hourly", "ops-queues", "ops-states", "ops-nodes", "ops-node-attempts")
+    for section in (*sections, "ops-providers"):
         assert f'data-testid="{section}"' in body
+    assert "Attempts per node" in body and "Upstream providers" in body
     assert "<svg" in body and "reference-1" in body
     for outsider in (alice, charlie):
         response = client_for(outsider).get("/ops/")
