@@ -158,24 +158,30 @@ def _month_after(moment):
     return (local.replace(day=28) + timedelta(days=5)).replace(day=2, hour=12, minute=0)
 
 
+def _heavy_and_light(traveller) -> tuple[Take, Take]:
+    """A 20-slot node; a heavy workspace that used 5 s this month queues a take, then a
+    light one (no usage) queues a younger take."""
+    node = setup_catalog()
+    node.slots = 20
+    node.save()
+    heavy_user, heavy = _workspace("heavy@example.com", "pro")
+    light_user, light = _workspace("light@example.com", "pro")
+    done = _submit(heavy_user, heavy)
+    Take.objects.filter(pk=done.pk).update(status=TakeStatus.SUCCEEDED, duration_seconds=5)
+    done.duration_seconds = 5
+    record_usage(done, timezone.now(), None)
+    traveller.shift(timedelta(minutes=1))
+    heavy_take = _submit(heavy_user, heavy)
+    traveller.shift(timedelta(minutes=1))
+    return heavy_take, _submit(light_user, light)
+
+
 def test_a_new_month_resets_the_sort_keys_and_positions_still_match_claims(alice):
     """Usage of last month no longer orders the queue: the claim refreshes the copied keys
     (and the positions read the counter meanwhile), so the heavy workspace's older take
     goes first again, and every claim takes the take shown as #1."""
     with time_machine.travel(_at(12), tick=False) as traveller:
-        node = setup_catalog()
-        node.slots = 20
-        node.save()
-        heavy_user, heavy = _workspace("heavy@example.com", "pro")
-        light_user, light = _workspace("light@example.com", "pro")
-        done = _submit(heavy_user, heavy)
-        Take.objects.filter(pk=done.pk).update(status=TakeStatus.SUCCEEDED, duration_seconds=5)
-        done.duration_seconds = 5
-        record_usage(done, timezone.now(), None)
-        traveller.shift(timedelta(minutes=1))
-        heavy_take = _submit(heavy_user, heavy)
-        traveller.shift(timedelta(minutes=1))
-        light_take = _submit(light_user, light)
+        heavy_take, light_take = _heavy_and_light(traveller)
         assert Take.objects.get(pk=heavy_take.pk).queue_usage == 5
         # This month the lighter workspace goes first, though its take is younger.
         assert queue_positions([heavy_take, light_take]) == {light_take.pk: 1, heavy_take.pk: 2}
@@ -191,19 +197,7 @@ def test_takes_made_without_a_sort_key_are_ordered_by_their_workspaces_usage(ali
     """A take inserted by other code (no `queue_period`) is placed by its workspace's
     counter, in the positions and in the claim alike."""
     with time_machine.travel(_at(12), tick=False) as traveller:
-        node = setup_catalog()
-        node.slots = 20
-        node.save()
-        heavy_user, heavy = _workspace("heavy@example.com", "pro")
-        light_user, light = _workspace("light@example.com", "pro")
-        done = _submit(heavy_user, heavy)
-        Take.objects.filter(pk=done.pk).update(status=TakeStatus.SUCCEEDED, duration_seconds=5)
-        done.duration_seconds = 5
-        record_usage(done, timezone.now(), None)
-        traveller.shift(timedelta(minutes=1))
-        heavy_take = _submit(heavy_user, heavy)
-        traveller.shift(timedelta(minutes=1))
-        light_take = _submit(light_user, light)
+        heavy_take, light_take = _heavy_and_light(traveller)
         Take.objects.filter(pk__in=[heavy_take.pk, light_take.pk]).update(
             queue_usage=0, queue_period=None
         )
