@@ -17,9 +17,10 @@ when they show them:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from django.utils.translation import gettext, pgettext_lazy
+
+from config.stored_text import Shape, translate
 
 PLAN_NAMES = {
     "Free": pgettext_lazy("plan", "Free"),
@@ -42,13 +43,8 @@ def package_name(name: str) -> str:
     return str(PACKAGE_NAMES.get(name, name))
 
 
-def _same(value: str) -> str:
-    return value
-
-
-# (shape of a stored reason, how each captured value reads, the translated sentence).
-# The sentences are looked up when shown (gettext at call time), in the reader's language.
-_REASONS: list[tuple[re.Pattern, dict[str, Callable[[str], str]], Callable[[], str]]] = [
+# The stored reasons the platform writes (`config.stored_text.Shape`).
+_REASONS: list[Shape] = [
     (
         re.compile(r"take (?P<take>[0-9a-f-]{36})"),
         {},
@@ -94,9 +90,4 @@ _REASONS: list[tuple[re.Pattern, dict[str, Callable[[str], str]], Callable[[], s
 
 def ledger_reason(reason: str) -> str:
     """A stored ledger or hold reason in the reader's language (typed ones as typed)."""
-    for shape, readers, sentence in _REASONS:
-        match = shape.fullmatch(reason)
-        if match:
-            values = {k: readers.get(k, _same)(v) for k, v in match.groupdict().items()}
-            return sentence() % values
-    return reason
+    return translate(reason, _REASONS)

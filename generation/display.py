@@ -15,9 +15,10 @@ stored, for machines and for support. Pages translate it when they show it, the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from django.utils.translation import gettext, gettext_noop
+
+from config.stored_text import Shape, translate
 
 # Written by the platform in English; stored as written, translated when shown.
 CANCELED = gettext_noop("Canceled.")
@@ -35,13 +36,8 @@ def _status(value: str) -> str:
     return {"failed": gettext("failed"), "canceled": gettext("canceled")}.get(value, value)
 
 
-def _same(value: str) -> str:
-    return value
-
-
-# (shape of a stored error, how each captured value reads, the translated sentence).
-# The sentences are looked up when shown (gettext at call time), in the reader's language.
-_ERRORS: list[tuple[re.Pattern, dict[str, Callable[[str], str]], Callable[[], str]]] = [
+# The stored errors the platform writes (`config.stored_text.Shape`).
+_ERRORS: list[Shape] = [
     (re.compile(re.escape(CANCELED)), {}, lambda: gettext(CANCELED)),
     (re.compile(re.escape(NOT_STARTED)), {}, lambda: gettext(NOT_STARTED)),
     (
@@ -126,9 +122,4 @@ _ERRORS: list[tuple[re.Pattern, dict[str, Callable[[str], str]], Callable[[], st
 
 def take_error(error: str) -> str:
     """A stored take error in the reader's language (a node's or provider's words as written)."""
-    for shape, readers, sentence in _ERRORS:
-        match = shape.fullmatch(error)
-        if match:
-            values = {k: readers.get(k, _same)(v) for k, v in match.groupdict().items()}
-            return sentence() % values
-    return error
+    return translate(error, _ERRORS)
