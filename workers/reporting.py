@@ -3,7 +3,8 @@ how often its attempts deliver, how fast, and what they cost against the credits
 takes were charged. Both come from the attempt records (`ProviderJob`).
 
 `provider_stats(since)` and `node_stats(since)` feed the operations page's provider and
-node tables (`templates/ops/_attempt_stats.html`, included twice by `ops.html`). Times are from
+node tables (`templates/ops/_providers.html`, `_node_attempts.html`, both the one table
+of `_attempt_stats.html`). Times are from
 submission to the result; an attempt turned away (429, 5xx, timeout, a node that went
 silent: the take moved on) counts against the success rate, one the user canceled does not.
 """
